@@ -1,0 +1,56 @@
+"""ssehub: durable, resumable Server-Sent Events for AI agents and LLM apps."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import HubConfig
+from .events import Event, NewEvent, TopicInfo
+from .exceptions import (
+    EventTooLarge,
+    InvalidCursor,
+    InvalidInput,
+    InvalidTopic,
+    SSEHubError,
+    StoreUnavailable,
+    TooManyRequests,
+    TopicClosed,
+    TopicNotFound,
+    TransportError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from .hub import Hub, Subscription, TopicWriter
+from .responses import EventStreamResponse
+from .sse import Decoder, ServerSentEvent
+from .stores import MemoryStore, SQLiteStore, Store, open_store
+
+__all__ = [
+    "Decoder",
+    "Event",
+    "EventStreamResponse",
+    "EventTooLarge",
+    "Hub",
+    "HubConfig",
+    "InvalidCursor",
+    "InvalidInput",
+    "InvalidTopic",
+    "MemoryStore",
+    "NewEvent",
+    "SQLiteStore",
+    "SSEHubError",
+    "ServerSentEvent",
+    "Store",
+    "StoreUnavailable",
+    "Subscription",
+    "TooManyRequests",
+    "TopicClosed",
+    "TopicInfo",
+    "TopicNotFound",
+    "TopicWriter",
+    "TransportError",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "__version__",
+    "open_store",
+]

@@ -1,0 +1,36 @@
+"""Settings shared by the hub, the HTTP app and `ssehub serve`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["HubConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    #: Largest event (data plus name), in bytes.
+    max_event_bytes: int = 1024 * 1024
+    #: Largest request body accepted by a publish, in bytes.
+    max_request_bytes: int = 8 * 1024 * 1024
+    #: Most events in one atomic batch.
+    max_batch: int = 1000
+    #: Frames kept in memory per active topic; older ones are read from the store.
+    tail_window: int = 2048
+    #: Events read from the store per step of a replay.
+    page_size: int = 1000
+    #: Seconds without an event before a heartbeat comment.
+    heartbeat: float = 15.0
+    #: The reconnection delay suggested to clients, in milliseconds.
+    retry_ms: int = 2000
+    #: Seconds between retention sweeps (closed topics past their time to live).
+    purge_interval: float = 60.0
+    #: When set, publishing, closing and deleting need `Authorization: Bearer <token>`.
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_event_bytes", "max_request_bytes", "max_batch", "tail_window", "page_size", "retry_ms"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.heartbeat <= 0 or self.purge_interval <= 0:
+            raise ValueError("heartbeat and purge_interval must be positive")

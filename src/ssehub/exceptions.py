@@ -1,0 +1,123 @@
+"""Every error ssehub raises derives from one root, so callers can catch them all.
+
+    SSEHubError
+    ├── InvalidInput            bad input from a caller: a 4xx, nothing written
+    │   ├── InvalidTopic        a topic name outside [A-Za-z0-9._:/-]{1,200}
+    │   ├── InvalidCursor       a Last-Event-ID / ?after= that is not a non-negative integer
+    │   ├── EventTooLarge       an event (or a batch) above the configured limit
+    │   └── UnsupportedMediaType
+    ├── TopicNotFound           the topic (or run) does not exist
+    ├── TopicClosed             publishing to a topic that was closed
+    ├── Unauthorized            missing or wrong credentials
+    ├── TooManyRequests         a limit on concurrent work was reached
+    ├── StoreUnavailable        the store cannot be reached now; retry later
+    └── TransportError          (client side) the server could not be reached
+
+`status` and `code` on each class are what the HTTP layer answers with, so the
+mapping from error to response lives next to the error and not in a table that
+can drift.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EventTooLarge",
+    "InvalidCursor",
+    "InvalidInput",
+    "InvalidTopic",
+    "SSEHubError",
+    "StoreUnavailable",
+    "TooManyRequests",
+    "TopicClosed",
+    "TopicNotFound",
+    "TransportError",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]
+
+
+class SSEHubError(Exception):
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class InvalidInput(SSEHubError, ValueError):
+    """The request is malformed."""
+
+    status = 400
+    code = "invalid_input"
+
+
+class InvalidTopic(InvalidInput):
+    """Topic names are 1-200 characters of A-Z a-z 0-9 . _ : / -"""
+
+    code = "invalid_topic"
+
+
+class InvalidCursor(InvalidInput):
+    """Last-Event-ID and ?after= must be non-negative integers."""
+
+    code = "invalid_cursor"
+
+
+class EventTooLarge(InvalidInput):
+    """The event is larger than the configured limit."""
+
+    status = 413
+    code = "event_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """Publish with application/json or text/plain."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TopicNotFound(SSEHubError, LookupError):
+    """No such topic."""
+
+    status = 404
+    code = "not_found"
+
+
+class TopicClosed(SSEHubError):
+    """The topic is closed; nothing more can be published to it."""
+
+    status = 409
+    code = "topic_closed"
+
+
+class Unauthorized(SSEHubError):
+    """Missing or invalid credentials."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class TooManyRequests(SSEHubError):
+    """Too many concurrent requests; try again later."""
+
+    status = 429
+    code = "too_many_requests"
+
+
+class StoreUnavailable(SSEHubError):
+    """The store cannot be reached right now; nothing was written. Retry later."""
+
+    status = 503
+    code = "store_unavailable"
+
+
+class TransportError(SSEHubError):
+    """The server could not be reached."""
+
+    status = 503
+    code = "transport_error"

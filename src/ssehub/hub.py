@@ -1,0 +1,322 @@
+"""The hub: publish into topic logs, and stream them to subscribers as cursors.
+
+    publish --> Store.append --> listener --> Tail(topic).push --> wake
+                                                      ^
+    subscriber: read everything after my cursor ------+ (or from the store when behind the window),
+                write it as one chunk, advance, wait.
+
+There is no per-subscriber queue: a subscriber is an integer cursor and a
+task, so a slow client costs nothing but reading further back in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from . import sse
+from .config import HubConfig
+from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
+from .exceptions import EventTooLarge, InvalidInput, TopicNotFound
+from .stores import Change, Store, open_store
+from .tail import Tail, encode_events
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+__all__ = ["Hub", "TopicWriter"]
+
+log = logging.getLogger("ssehub")
+
+
+class Hub:
+    """Topic logs in a store, fanned out to any number of subscribers.
+
+    Use it as `async with Hub(...) as hub:` or let the ASGI app's lifespan
+    start and stop it (`hub.asgi()`).
+    """
+
+    def __init__(self, store: str | Store = "memory://", config: HubConfig | None = None, **store_options: Any):
+        self.store = open_store(store, **store_options) if isinstance(store, str) else store
+        self.config = config or HubConfig()
+        self._tails: dict[str, Tail] = {}
+        self._draining = asyncio.Event()
+        self._started = False
+        self._purger: asyncio.Task[None] | None = None
+        self.store.add_listener(self._on_change)
+
+    def __repr__(self) -> str:
+        return f"Hub({self.store!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.store.start()
+        self._started = True
+        self._draining = asyncio.Event()
+        self._purger = asyncio.create_task(self._purge_loop(), name="ssehub-purge")
+
+    async def aclose(self) -> None:
+        if not self._started:
+            return
+        self.drain()
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
+        await self.store.aclose()
+        self._started = False
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def drain(self) -> None:
+        """End every open stream with a `retry:` hint so clients reconnect (elsewhere) and resume."""
+        self._draining.set()
+        for tail in self._tails.values():
+            tail.wake()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def asgi(self) -> Starlette:
+        """The HTTP interface as a Starlette app whose lifespan starts and stops this hub."""
+        from .app import create_app
+
+        return create_app(self)
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.purge_interval)
+            try:
+                await self.store.purge()
+            except Exception:  # a failed sweep is retried at the next interval
+                log.exception("retention sweep failed")
+
+    # -- publishing ------------------------------------------------------------------------------------
+
+    def _check(self, events: Sequence[NewEvent]) -> None:
+        if not events:
+            raise InvalidInput("a batch needs at least one event")
+        if len(events) > self.config.max_batch:
+            raise InvalidInput(f"a batch holds at most {self.config.max_batch} events, got {len(events)}")
+        for e in events:
+            if e.size > self.config.max_event_bytes:
+                raise EventTooLarge(f"event of {e.size} bytes is above the limit of {self.config.max_event_bytes}")
+
+    async def publish(
+        self, topic: str, event: str = "message", data: Any = None, *, idempotency_key: str | None = None
+    ) -> int:
+        """Publish one event with JSON `data`; returns its id."""
+        ids = await self.publish_many(topic, [NewEvent.from_json(event, data)], idempotency_key=idempotency_key)
+        return ids[0]
+
+    async def publish_many(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        idempotency_key: str | None = None,
+        close: str | None = None,
+    ) -> list[int]:
+        """Append `events` atomically; with `close`, close the topic with that status in the same step."""
+        validate_topic(topic)
+        self._check(events)
+        if close is not None and close not in TERMINAL_STATUSES:
+            raise InvalidInput(f"status must be one of {sorted(TERMINAL_STATUSES)}")
+        return await self.store.append(topic, events, idempotency_key=idempotency_key, close=close)
+
+    def topic(self, name: str, *, close_on_exit: bool = True) -> TopicWriter:
+        """A writer for one topic. As `async with`, it closes the topic on exit:
+        `completed`, or `failed` when the block raised, or `cancelled` when it was cancelled."""
+        return TopicWriter(self, validate_topic(name), close_on_exit)
+
+    # -- topic state --------------------------------------------------------------------------------------
+
+    async def info(self, topic: str) -> TopicInfo:
+        info = await self.store.info(validate_topic(topic))
+        if info is None:
+            raise TopicNotFound(f"no topic {topic!r}")
+        return info
+
+    def subscribers(self, topic: str) -> int:
+        tail = self._tails.get(topic)
+        return 0 if tail is None else tail.subscribers
+
+    async def close_topic(self, topic: str, status: str = "completed") -> TopicInfo:
+        if status not in TERMINAL_STATUSES:
+            raise InvalidInput(f"status must be one of {sorted(TERMINAL_STATUSES)}")
+        return await self.store.close_topic(validate_topic(topic), status)
+
+    async def delete_topic(self, topic: str) -> None:
+        if not await self.store.delete_topic(validate_topic(topic)):
+            raise TopicNotFound(f"no topic {topic!r}")
+
+    async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]:
+        return await self.store.topics(prefix, after, limit)
+
+    # -- the store's reports ------------------------------------------------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        tail = self._tails.get(change.topic)
+        if tail is None:
+            return  # nobody here listens: it costs nothing
+        if change.events:
+            tail.push(change.events)
+        if change.status is not None:
+            tail.status = change.status
+            tail.wake()
+        if change.deleted:
+            tail.deleted = True
+            # A topic created again under the same name starts a new log: give it a new tail.
+            del self._tails[change.topic]
+            tail.wake()
+
+    # -- subscribing --------------------------------------------------------------------------------------
+
+    async def _acquire(self, topic: str) -> Tail:
+        tail = self._tails.get(topic)
+        if tail is None:
+            # Registered before the first await, so no change reported meanwhile is missed.
+            tail = self._tails[topic] = Tail(topic, self.config.tail_window)
+        tail.subscribers += 1
+        try:
+            if tail.loaded is None:
+                tail.loaded = asyncio.get_running_loop().create_future()
+                try:
+                    info = await self.store.info(topic)
+                    if info is not None:
+                        tail.last_id = max(tail.last_id, info.last_id)
+                        tail.first_id = info.first_id
+                        if info.closed:
+                            tail.status = info.status
+                    await self.store.follow(topic, tail.last_id)
+                except BaseException as exc:
+                    tail.loaded.set_exception(exc)
+                    tail.loaded.exception()  # retrieved here, so no "never retrieved" warning
+                    tail.loaded = None
+                    raise
+                tail.loaded.set_result(None)
+            else:
+                await asyncio.shield(tail.loaded)
+        except BaseException:
+            await self._release(tail)
+            raise
+        return tail
+
+    async def _release(self, tail: Tail) -> None:
+        tail.subscribers -= 1
+        if tail.subscribers == 0 and self._tails.get(tail.name) is tail:
+            del self._tails[tail.name]
+            await self.store.unfollow(tail.name)
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, topic: str, after: int | None = None) -> AsyncIterator[Subscription]:
+        """Hold a subscription to `topic`; `after=None` starts at the current end (new events only)."""
+        validate_topic(topic)
+        tail = await self._acquire(topic)
+        try:
+            yield Subscription(self, tail, tail.last_id if after is None else after)
+        finally:
+            await asyncio.shield(self._release(tail))
+
+
+class Subscription:
+    """A cursor over one topic: `chunks()` yields SSE bytes until the topic ends."""
+
+    def __init__(self, hub: Hub, tail: Tail, cursor: int) -> None:
+        self.hub = hub
+        self.tail = tail
+        self.cursor = cursor
+
+    @property
+    def finished(self) -> bool:
+        """Everything of an ended topic has been read: a reconnect here would get nothing more."""
+        return self.tail.ended and self.cursor >= self.tail.last_id
+
+    def _reset(self, first_id: int) -> bytes:
+        # The reset frame carries id first_id - 1, so a reconnect from it asks for exactly what exists.
+        frame = sse.encode(
+            json.dumps({"first_id": first_id, "requested_after": self.cursor}), event="reset", id=first_id - 1
+        )
+        self.cursor = first_id - 1
+        return frame
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        hub, tail, config = self.hub, self.tail, self.hub.config
+        if self.cursor > tail.last_id:
+            # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
+            yield self._reset(tail.first_id if tail.last_id else 1)
+        while not hub.draining:
+            got = tail.after(self.cursor)
+            if got is None:
+                page = await hub.store.read(tail.name, self.cursor, config.page_size)
+                if page is None:  # deleted meanwhile
+                    return
+                if page.first_id > self.cursor + 1:
+                    yield self._reset(page.first_id)
+                    continue
+                if page.events:
+                    self.cursor = page.events[-1].id
+                    yield encode_events(page.events)
+                    continue
+                got = (b"", self.cursor)
+            chunk, self.cursor = got
+            if chunk:
+                yield chunk
+                continue
+            if tail.ended:
+                return
+            if not await tail.wait(config.heartbeat):
+                yield b": keep-alive\n\n"
+        yield sse.encode_retry(config.retry_ms)
+
+
+class TopicWriter:
+    """Publishes to one topic; `hub.topic(name)`."""
+
+    def __init__(self, hub: Hub, name: str, close_on_exit: bool) -> None:
+        self.hub = hub
+        self.name = name
+        self.close_on_exit = close_on_exit
+
+    async def publish(self, event: str = "message", data: Any = None, *, idempotency_key: str | None = None) -> int:
+        return await self.hub.publish(self.name, event, data, idempotency_key=idempotency_key)
+
+    async def publish_many(self, events: Sequence[NewEvent], *, idempotency_key: str | None = None) -> list[int]:
+        return await self.hub.publish_many(self.name, events, idempotency_key=idempotency_key)
+
+    async def close(self, status: str = "completed") -> TopicInfo:
+        return await self.hub.close_topic(self.name, status)
+
+    async def __aenter__(self) -> TopicWriter:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self.close_on_exit:
+            return
+        if exc_type is None:
+            status = "completed"
+        elif issubclass(exc_type, asyncio.CancelledError):
+            status = "cancelled"
+        else:
+            status = "failed"
+        with contextlib.suppress(TopicNotFound):
+            await asyncio.shield(self.hub.close_topic(self.name, status))

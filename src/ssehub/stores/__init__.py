@@ -1,0 +1,39 @@
+"""Stores keep the topic logs. `open_store(url)` picks one by the URL's scheme:
+
+- `memory://`                 in-process, for tests and throwaway use
+- `sqlite:///relative.db`, `sqlite:////absolute/path.db`   embedded and durable
+- `redis://host:port/db`      shared by many processes and nodes (`pip install ssehub[redis]`)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..exceptions import InvalidInput
+from .base import Change, Page, Store
+from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+__all__ = ["Change", "MemoryStore", "Page", "SQLiteStore", "Store", "open_store"]
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """A store for `url`; `options` are the retention settings (max_events, ttl, key_ttl)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise InvalidInput(f"store URL {url!r} has no scheme: use memory://, sqlite:///path.db or redis://host:port/db")
+    if scheme == "memory":
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        # sqlite:///rel.db -> "rel.db", sqlite:////abs.db -> "/abs.db" (the SQLAlchemy convention).
+        path = rest[1:] if rest.startswith("/") else rest
+        if not path:
+            raise InvalidInput(f"store URL {url!r} names no database file")
+        return SQLiteStore(path, **options)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            from .redis import RedisStore  # type: ignore[import-untyped]
+        except ImportError as exc:
+            raise InvalidInput(f"the Redis store needs redis-py: pip install 'ssehub[redis]' ({exc})") from None
+        return RedisStore(url, **options)  # type: ignore[no-any-return]
+    raise InvalidInput(f"unknown store scheme {scheme!r}: use memory://, sqlite:///path.db or redis://host:port/db")

@@ -1,0 +1,374 @@
+"""`sqlite:///path.db`: the embedded durable store, the default of `ssehub serve`.
+
+Writes go to one writer thread that takes every request queued while it was
+busy and commits them in one transaction (group commit), so a burst of
+publishes costs one fsync, and the event loop never waits on the disk. Each
+request runs inside its own savepoint, so one bad request (a publish to a
+closed topic) fails alone. Reads run on a small pool of threads with their own
+connections; WAL mode lets them read while the writer writes.
+
+Change notifications are handed to the event loop in commit order with
+`call_soon_threadsafe`, which keeps them in id order for the hub's tail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..events import Event, NewEvent, TopicInfo
+from ..exceptions import SSEHubError, StoreUnavailable, TopicClosed, TopicNotFound
+from .base import Change, Page, Store
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    name TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL DEFAULT 0,
+    first_id INTEGER NOT NULL DEFAULT 1,
+    status TEXT NOT NULL DEFAULT 'open',
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    closed_at REAL,
+    meta TEXT NOT NULL DEFAULT '{}'
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    topic TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    data TEXT NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (topic, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ids TEXT NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (topic, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_time ON idempotency_keys (time);
+"""
+
+_TOPIC_COLUMNS = "name, last_id, first_id, status, created, updated, closed_at, meta"
+
+# (operation, its arguments, the future to resolve) or None to stop the writer.
+_WriteOp = Callable[..., tuple[Any, list[Change]]]
+_Request = tuple[_WriteOp, tuple[Any, ...], "asyncio.Future[Any]"]
+
+
+def _topic_info(row: tuple[Any, ...]) -> TopicInfo:
+    name, last_id, first_id, status, created, updated, closed_at, meta = row
+    return TopicInfo(name, last_id, first_id, status, created, updated, closed_at, json.loads(meta))
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so group commit is explicit.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL in WAL mode: a commit survives a crash of the process (not of the machine) without an fsync each.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str, **options: Any) -> None:
+        super().__init__(**options)
+        self.path = path
+        self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = _connect(self.path)
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="ssehub-sqlite-writer", daemon=True)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssehub-sqlite-reader")
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._requests.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+            self._readers = None
+        for conn in self._read_conns:
+            conn.close()
+        self._read_conns.clear()
+
+    # -- the writer thread -------------------------------------------------------------------------
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        try:
+            while True:
+                first = self._requests.get()
+                if first is None:
+                    return
+                batch = [first]
+                stop = False
+                while True:
+                    try:
+                        more = self._requests.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    batch.append(more)
+                self._commit(conn, batch)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        changes: list[Change] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, args, fut in batch:
+                conn.execute("SAVEPOINT request")
+                try:
+                    value, changed = op(conn, *args)
+                except (SSEHubError, sqlite3.Error) as exc:
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                    error = exc if isinstance(exc, SSEHubError) else StoreUnavailable(f"SQLite error: {exc}")
+                    outcomes.append((fut, None, error))
+                else:
+                    conn.execute("RELEASE request")
+                    outcomes.append((fut, value, None))
+                    changes.extend(changed)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = StoreUnavailable(f"SQLite commit failed: {exc}")
+            outcomes = [(fut, None, error) for _, _, fut in batch]
+            changes = []
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, outcomes, changes)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _deliver(
+        self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]], changes: list[Change]
+    ) -> None:
+        # Listeners first, so the hub's tail holds the events before a publisher learns their ids.
+        for change in changes:
+            self._notify(change)
+        for fut, value, error in outcomes:
+            if fut.done():  # the caller went away; the write stands
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(value)
+
+    async def _write(self, op: _WriteOp, *args: Any) -> Any:
+        if self._writer is None or self._loop is None:
+            raise StoreUnavailable("the SQLite store is not started")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        self._requests.put((op, args, fut))
+        # Shielded: a cancelled caller must not leave the result undelivered to the listeners.
+        return await asyncio.shield(fut)
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            self._read_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._readers is None:
+            raise StoreUnavailable("the SQLite store is not started")
+
+        def run() -> T:
+            conn = self._reader_conn()
+            conn.execute("BEGIN")  # one snapshot for every statement of the read
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from None
+
+    # -- the contract ----------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        idempotency_key: str | None = None,
+        close: str | None = None,
+    ) -> list[int]:
+        ids: list[int] = await self._write(self._append, topic, tuple(events), idempotency_key, close, self.now())
+        return ids
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        topic: str,
+        events: tuple[NewEvent, ...],
+        key: str | None,
+        close: str | None,
+        now: float,
+    ) -> tuple[list[int], list[Change]]:
+        if key is not None:
+            row = conn.execute("SELECT ids FROM idempotency_keys WHERE topic = ? AND key = ?", (topic, key)).fetchone()
+            if row is not None:
+                return json.loads(row[0]), []
+        row = conn.execute("SELECT last_id, first_id, status FROM topics WHERE name = ?", (topic,)).fetchone()
+        if row is None:
+            conn.execute("INSERT INTO topics (name, created, updated) VALUES (?, ?, ?)", (topic, now, now))
+            last_id, first_id, status = 0, 1, "open"
+        else:
+            last_id, first_id, status = row
+        if status != "open":
+            raise TopicClosed(f"topic {topic!r} is {status}")
+        stored = tuple(Event(last_id + 1 + i, e.event, e.data, now) for i, e in enumerate(events))
+        conn.executemany(
+            "INSERT INTO events (topic, id, event, data, time) VALUES (?, ?, ?, ?, ?)",
+            [(topic, e.id, e.event, e.data, now) for e in stored],
+        )
+        last_id += len(stored)
+        if last_id - first_id + 1 > self.max_events:
+            first_id = last_id - self.max_events + 1
+            conn.execute("DELETE FROM events WHERE topic = ? AND id < ?", (topic, first_id))
+        conn.execute(
+            "UPDATE topics SET last_id = ?, first_id = ?, updated = ?, status = ?, closed_at = ? WHERE name = ?",
+            (last_id, first_id, now, close or "open", now if close else None, topic),
+        )
+        ids = [e.id for e in stored]
+        if key is not None:
+            conn.execute(
+                "INSERT INTO idempotency_keys (topic, key, ids, time) VALUES (?, ?, ?, ?)",
+                (topic, key, json.dumps(ids), now),
+            )
+        return ids, [Change(topic, stored, close)]
+
+    async def read(self, topic: str, after: int, limit: int) -> Page | None:
+        def run(conn: sqlite3.Connection) -> Page | None:
+            row = conn.execute("SELECT first_id, last_id, status FROM topics WHERE name = ?", (topic,)).fetchone()
+            if row is None:
+                return None
+            rows = conn.execute(
+                "SELECT id, event, data, time FROM events WHERE topic = ? AND id > ? ORDER BY id LIMIT ?",
+                (topic, after, limit),
+            ).fetchall()
+            return Page([Event(*r) for r in rows], row[0], row[1], row[2])
+
+        return await self._read(run)
+
+    async def info(self, topic: str) -> TopicInfo | None:
+        def run(conn: sqlite3.Connection) -> TopicInfo | None:
+            row = conn.execute(f"SELECT {_TOPIC_COLUMNS} FROM topics WHERE name = ?", (topic,)).fetchone()
+            return None if row is None else _topic_info(row)
+
+        return await self._read(run)
+
+    async def close_topic(self, topic: str, status: str) -> TopicInfo:
+        info: TopicInfo = await self._write(self._close, topic, status, self.now())
+        return info
+
+    def _close(self, conn: sqlite3.Connection, topic: str, status: str, now: float) -> tuple[TopicInfo, list[Change]]:
+        row = conn.execute(f"SELECT {_TOPIC_COLUMNS} FROM topics WHERE name = ?", (topic,)).fetchone()
+        if row is None:
+            raise TopicNotFound(f"no topic {topic!r}")
+        info = _topic_info(row)
+        if info.closed:
+            return info, []
+        conn.execute("UPDATE topics SET status = ?, closed_at = ? WHERE name = ?", (status, now, topic))
+        closed = TopicInfo(info.name, info.last_id, info.first_id, status, info.created, info.updated, now, info.meta)
+        return closed, [Change(topic, (), status)]
+
+    async def delete_topic(self, topic: str) -> bool:
+        deleted: bool = await self._write(self._delete, topic)
+        return deleted
+
+    def _delete(self, conn: sqlite3.Connection, topic: str) -> tuple[bool, list[Change]]:
+        if conn.execute("DELETE FROM topics WHERE name = ?", (topic,)).rowcount == 0:
+            return False, []
+        conn.execute("DELETE FROM events WHERE topic = ?", (topic,))
+        conn.execute("DELETE FROM idempotency_keys WHERE topic = ?", (topic,))
+        return True, [Change(topic, deleted=True)]
+
+    async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]:
+        def run(conn: sqlite3.Connection) -> list[TopicInfo]:
+            rows = conn.execute(
+                f"SELECT {_TOPIC_COLUMNS} FROM topics WHERE name > ? AND substr(name, 1, ?) = ? ORDER BY name LIMIT ?",
+                (after, len(prefix), prefix, limit),
+            ).fetchall()
+            return [_topic_info(r) for r in rows]
+
+        return await self._read(run)
+
+    async def update_meta(self, topic: str, meta: dict[str, Any]) -> TopicInfo:
+        info: TopicInfo = await self._write(self._update_meta, topic, meta, self.now())
+        return info
+
+    def _update_meta(
+        self, conn: sqlite3.Connection, topic: str, meta: dict[str, Any], now: float
+    ) -> tuple[TopicInfo, list[Change]]:
+        conn.execute("INSERT OR IGNORE INTO topics (name, created, updated) VALUES (?, ?, ?)", (topic, now, now))
+        row = conn.execute("SELECT meta FROM topics WHERE name = ?", (topic,)).fetchone()
+        merged = {**json.loads(row[0]), **meta}
+        conn.execute(
+            "UPDATE topics SET meta = ? WHERE name = ?",
+            (json.dumps({k: v for k, v in merged.items() if v is not None}), topic),
+        )
+        row = conn.execute(f"SELECT {_TOPIC_COLUMNS} FROM topics WHERE name = ?", (topic,)).fetchone()
+        return _topic_info(row), []
+
+    async def purge(self) -> int:
+        names: list[str] = await self._write(self._purge, self.now())
+        return len(names)
+
+    def _purge(self, conn: sqlite3.Connection, now: float) -> tuple[list[str], list[Change]]:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM topics WHERE closed_at IS NOT NULL AND closed_at + ? <= ?", (self.ttl, now)
+            )
+        ]
+        for name in names:
+            self._delete(conn, name)
+        conn.execute("DELETE FROM idempotency_keys WHERE time + ? <= ?", (self.key_ttl, now))
+        return names, [Change(name, deleted=True) for name in names]

@@ -1,0 +1,107 @@
+"""A topic's in-memory tail: the recent frames, already SSE-encoded, and a wake-up.
+
+The hub keeps one `Tail` per topic that has local subscribers. Frames are
+encoded once, when the store reports the append, and every subscriber writes
+the same bytes. Ids in the window are contiguous, so a cursor maps to a list
+index with a subtraction. Subscribers wait on one shared future that is
+resolved (at most once per loop iteration, however many events arrived) and
+replaced; publishing never touches a subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from . import sse
+from .events import Event
+
+__all__ = ["Tail", "encode_event"]
+
+
+def encode_event(event: Event) -> bytes:
+    return sse.encode(event.data, event=None if event.event == "message" else event.event, id=event.id)
+
+
+def encode_events(events: Iterable[Event]) -> bytes:
+    return b"".join(encode_event(e) for e in events)
+
+
+class Tail:
+    def __init__(self, name: str, window: int) -> None:
+        self.name = name
+        self.window = window
+        self._frames: list[bytes] = []
+        self._base = 0  # the id of _frames[0]
+        self.last_id = 0  # the highest id known to exist
+        self.first_id = 1  # the oldest id the store still had when the tail was loaded
+        self.status = "open"
+        self.deleted = False
+        self.subscribers = 0
+        self.loaded: asyncio.Future[None] | None = None
+        self._changed: asyncio.Future[None] | None = None
+        self._wake_scheduled = False
+
+    def __repr__(self) -> str:
+        return f"<Tail {self.name!r} last_id={self.last_id} frames={len(self._frames)} status={self.status}>"
+
+    @property
+    def ended(self) -> bool:
+        return self.deleted or self.status != "open"
+
+    def push(self, events: tuple[Event, ...]) -> None:
+        """Add events reported by the store, in id order."""
+        if not events:
+            return
+        end = self._base + len(self._frames)  # the id the next frame must have
+        if events[-1].id < end:
+            return  # already have them (a shared store's follower may overlap)
+        if not self._frames or events[0].id > end:
+            self._frames, self._base = [], events[0].id  # empty or a gap: start the window afresh
+            fresh: Iterable[Event] = events
+        else:
+            fresh = (e for e in events if e.id >= end)
+        self._frames.extend(encode_event(e) for e in fresh)
+        self.last_id = max(self.last_id, events[-1].id)
+        # Trim in steps of half a window so the cost of `del` is amortised over many pushes.
+        if len(self._frames) > self.window + self.window // 2:
+            drop = len(self._frames) - self.window
+            del self._frames[:drop]
+            self._base += drop
+        self.wake()
+
+    def after(self, cursor: int) -> tuple[bytes, int] | None:
+        """The frames with id > cursor and the new cursor, or None if the window starts later."""
+        if self._frames and cursor + 1 >= self._base:
+            index = cursor + 1 - self._base
+            if index >= len(self._frames):
+                return b"", cursor
+            return b"".join(self._frames[index:]), self._base + len(self._frames) - 1
+        if cursor >= self.last_id:
+            return b"", cursor
+        return None
+
+    def wake(self) -> None:
+        """Wake every waiting subscriber, once per loop iteration however often it is called."""
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            asyncio.get_running_loop().call_soon(self._wake_now)
+
+    def _wake_now(self) -> None:
+        self._wake_scheduled = False
+        fut, self._changed = self._changed, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait until something changes; False after `timeout` seconds of nothing."""
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        fut = self._changed
+        try:
+            async with asyncio.timeout(timeout):
+                # Shielded: one subscriber leaving must not cancel the future the others wait on.
+                await asyncio.shield(fut)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,130 @@
+"""Shared fixtures: real servers on real sockets.
+
+- `serve_app(app)`: runs an ASGI app on uvicorn inside the test's event loop, on a free port.
+- `server`: a factory of real `ssehub serve` processes (`python -m ssehub serve ...`).
+- `store_url`: every store the contract suite runs over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
+    """Serve `app` with uvicorn in this event loop; yields its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", loop="asyncio")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        hub = getattr(app.state, "hub", None)
+        if hub is not None:
+            hub.drain()
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+class ServerProcess:
+    """A real `ssehub serve` process."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int, cwd: Path) -> None:
+        self.args, self.env, self.port, self.cwd = args, env, port, cwd
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = cwd / f"server-{port}.log"
+
+    def start(self, timeout: float = 20) -> ServerProcess:
+        cmd = [sys.executable, "-m", "ssehub", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ssehub serve exited with {self.proc.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"ssehub serve did not answer within {timeout}s:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> ServerProcess:
+        self.stop()
+        return self.start()
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """`server(*args, env=..., port=...)` starts `ssehub serve` with those arguments; all are stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = ServerProcess(list(args), full_env, port or free_port(), tmp_path)
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        with contextlib.suppress(Exception):
+            proc.stop()
+
+
+def store_urls() -> list[str]:
+    return ["memory://", "sqlite"]
+
+
+@pytest.fixture(params=store_urls())
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    url: str = request.param
+    if url == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return url
