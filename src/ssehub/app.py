@@ -7,6 +7,7 @@
     DELETE /topics/{topic}           delete
     GET    /topics                   list
     GET    /healthz                  liveness
+    GET    /_ssehub/ssehub.js        the browser client (see web.py)
 
 Every error is JSON `{"error": {"code", "message"}}` with a 4xx/5xx status.
 Topic names may contain `/`, so the routes with a suffix come first.
@@ -32,6 +33,7 @@ from .events import NewEvent, validate_topic
 from .exceptions import EventTooLarge, InvalidCursor, InvalidInput, SSEHubError, Unauthorized, UnsupportedMediaType
 from .hub import Hub
 from .responses import EventStreamResponse
+from .web import client_routes
 
 __all__ = ["create_app", "error_response"]
 
@@ -270,6 +272,7 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
         Route("/topics/{topic:path}", info, methods=["GET"]),
         Route("/topics/{topic:path}", delete, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *client_routes(),
         *(extra_routes or []),
     ]
     app = Starlette(

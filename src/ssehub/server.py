@@ -36,8 +36,11 @@ class ServeOptions:
 
 
 def build_app(options: ServeOptions) -> tuple[Hub, Starlette]:
+    from .app import create_app
+    from .web import demo_routes
+
     hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
-    return hub, hub.asgi()
+    return hub, create_app(hub, extra_routes=demo_routes() if options.demo else None)
 
 
 class _DrainingServer(uvicorn.Server):

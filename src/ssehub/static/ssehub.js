@@ -1,0 +1,337 @@
+// ssehub.js: the browser client of ssehub. One dependency-free ES module; copy it anywhere or import it from
+// the hub at /_ssehub/ssehub.js.
+//
+//   import { subscribe, stream, cancel } from "/_ssehub/ssehub.js";
+//
+//   const sub = subscribe("/topics/build-42/events", {
+//     log: (data) => console.log(data.line),          // a handler per event name; data is parsed JSON
+//     onState: (state) => console.log(state),         // connecting | open | reconnecting | closed
+//   });
+//   sub.close();
+//
+//   const run = stream("/agents/chat", { message: "hi" }, { text_delta: (d) => out.append(d.content) });
+//   run.abort();              // stops reading; the run goes on (use cancel(runId) to stop the agent)
+//   await run.done;           // {event, data} of the terminal event, or null when the stream just ended
+//
+// Every event carries an integer id. The last id read is kept per URL in sessionStorage, so a page that
+// reloads resumes exactly where it was: nothing repeated, nothing missing.
+
+export const TERMINAL_EVENTS = Object.freeze(["done", "error", "cancelled"]);
+export const AGENT_EVENTS = Object.freeze([
+  "message", "text_delta", "progress", "tool_start", "tool_result", "step_start", "step_end", "reset",
+  ...TERMINAL_EVENTS,
+]);
+
+/** An HTTP error answer of the hub: `status`, and `code` and `message` from its JSON body. */
+export class SSEHubError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.name = "SSEHubError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function errorOf(response) {
+  let code = "http_error", message = `HTTP ${response.status}`;
+  try {
+    const body = await response.json();
+    if (body && body.error) ({ code, message } = body.error);
+  } catch { /* not JSON: keep the status line */ }
+  return new SSEHubError(response.status, code, message);
+}
+
+function absolute(url) {
+  return new URL(url, globalThis.location ? globalThis.location.href : "http://localhost/");
+}
+
+/** The sessionStorage key under which the last event id read from `url` is kept. */
+export function storageKey(url) {
+  return "ssehub:last-id:" + absolute(url).pathname;
+}
+
+function defaultStorage() {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    return null; // storage disabled (privacy settings, sandboxed frames): resume within the page only
+  }
+}
+
+function parseData(raw) {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return raw;
+  }
+}
+
+/** An incremental parser of the text/event-stream format (the WHATWG rules): push text, get events. */
+export class SSEParser {
+  constructor() {
+    this.buffer = "";
+    this.data = [];
+    this.event = "";
+    this.id = null;
+    this.lastEventId = "";
+    this.retry = null;
+    this.pendingCR = false;
+  }
+
+  /** Feeds decoded text; returns the events it completed as {id, event, data} (data as text). */
+  push(text) {
+    const out = [];
+    if (this.pendingCR && text.startsWith("\n")) text = text.slice(1); // a CRLF split across two chunks
+    this.pendingCR = false;
+    this.buffer += text;
+    let start = 0;
+    for (;;) {
+      const cr = this.buffer.indexOf("\r", start), lf = this.buffer.indexOf("\n", start);
+      if (cr < 0 && lf < 0) break;
+      const end = cr < 0 ? lf : lf < 0 ? cr : Math.min(cr, lf);
+      const line = this.buffer.slice(start, end);
+      start = end + 1;
+      if (this.buffer[end] === "\r") {
+        if (start === this.buffer.length) this.pendingCR = true;
+        else if (this.buffer[start] === "\n") start += 1;
+      }
+      this.line(line, out);
+    }
+    this.buffer = this.buffer.slice(start);
+    return out;
+  }
+
+  line(line, out) {
+    if (line === "") {
+      if (this.id !== null) this.lastEventId = this.id;
+      this.id = null;
+      if (this.data.length) out.push({ id: this.lastEventId, event: this.event || "message", data: this.data.join("\n") });
+      this.data = [];
+      this.event = "";
+      return;
+    }
+    if (line.startsWith(":")) return;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "data") this.data.push(value);
+    else if (field === "event") this.event = value;
+    else if (field === "id" && !value.includes("\0")) this.id = value;
+    else if (field === "retry" && /^\d+$/.test(value)) this.retry = Number(value);
+  }
+}
+
+// Calls the handler of one event, then records its id: a reload between the two cannot happen, since both
+// run in one task, so what the page shows and the id it resumes from always agree.
+function deliver(handlers, ev, remember) {
+  const event = { id: ev.id === "" ? null : Number(ev.id), event: ev.event, data: parseData(ev.data), raw: ev.data };
+  try {
+    handlers.onEvent?.(event);
+    const handler = handlers[event.event];
+    if (typeof handler === "function") handler(event.data, event);
+  } finally {
+    if (event.id !== null && Number.isFinite(event.id)) remember(event.id);
+  }
+  return event;
+}
+
+function memory(url, options) {
+  const storage = options.resume === false ? null : options.storage ?? defaultStorage();
+  const key = options.key ?? storageKey(url);
+  let last = options.after ?? null;
+  if (last === null && storage) {
+    const saved = storage.getItem(key);
+    if (saved !== null && /^\d+$/.test(saved)) last = Number(saved);
+  }
+  return {
+    get last() {
+      return last;
+    },
+    remember(id) {
+      last = id;
+      if (storage) {
+        try {
+          storage.setItem(key, String(id));
+        } catch { /* storage full: resume within the page only */ }
+      }
+    },
+  };
+}
+
+/**
+ * Subscribes to an SSE URL with the browser's EventSource; returns {close(), lastEventId, state}.
+ *
+ * handlers: a function per event name, called as (data, event) with data parsed from JSON; `onEvent(event)`
+ * for every event; `onState(state)` with connecting, open, reconnecting or closed.
+ * options: `after` (start after this id; otherwise the id kept in sessionStorage, otherwise live events only),
+ * `resume: false` (keep no id in sessionStorage), `storage`, `key`, `terminal` (event names that end it),
+ * `events` (names to listen to besides the handlers' and the agent vocabulary).
+ */
+export function subscribe(url, handlers = {}, options = {}) {
+  const cursor = memory(url, options);
+  const terminal = new Set(options.terminal ?? TERMINAL_EVENTS);
+  const target = absolute(url);
+  if (cursor.last !== null) target.searchParams.set("after", String(cursor.last));
+  let state = null, source = null;
+
+  const setState = (next) => {
+    if (next === state) return;
+    state = next;
+    handlers.onState?.(next);
+  };
+  const close = () => {
+    if (source) source.close();
+    setState("closed");
+  };
+  const onMessage = (message) => {
+    if (state === "closed") return;
+    const ev = deliver(handlers, { id: message.lastEventId, event: message.type, data: message.data }, cursor.remember);
+    if (terminal.has(ev.event)) close();
+  };
+
+  setState("connecting");
+  source = new EventSource(target.href, { withCredentials: options.withCredentials ?? false });
+  source.addEventListener("open", () => setState("open"));
+  source.addEventListener("error", (e) => {
+    if (e instanceof MessageEvent) return; // an `event: error` from the server, handled as a named event
+    // CLOSED: the hub answered 204 (the topic has ended and everything was read) or an HTTP error.
+    setState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
+  });
+  const names = new Set([...AGENT_EVENTS, ...(options.events ?? []), ...Object.keys(handlers)]);
+  for (const name of names) {
+    if (name === "onEvent" || name === "onState" || name === "open") continue;
+    source.addEventListener(name, (e) => e instanceof MessageEvent && onMessage(e));
+  }
+
+  return {
+    close,
+    get lastEventId() {
+      return cursor.last;
+    },
+    get state() {
+      return state;
+    },
+  };
+}
+
+const sleep = (ms, signal) =>
+  new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+
+/**
+ * POSTs `body` (JSON unless a string) with Accept: text/event-stream and reads the answer as it streams.
+ * If the connection drops before a terminal event, it resumes from the last id through the run's events URL
+ * (`options.eventsUrl`, or the answer's Location header + "/events").
+ *
+ * handlers: as for subscribe(), plus `onStart({runId, eventsUrl, response})` once the hub has answered.
+ * Returns {abort(), done}: `done` resolves with the terminal event (or null if the stream ended without one)
+ * and rejects with an SSEHubError when the hub refuses the request.
+ */
+export function stream(url, body, handlers = {}, options = {}) {
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const terminal = new Set(options.terminal ?? TERMINAL_EVENTS);
+  let state = null;
+  const setState = (next) => {
+    if (next === state) return;
+    state = next;
+    handlers.onState?.(next);
+  };
+
+  // Reads one response to its end; returns the terminal event if one came.
+  async function read(response, cursor, retry) {
+    const parser = new SSEParser();
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return null;
+        for (const raw of parser.push(value)) {
+          const ev = deliver(handlers, raw, cursor.remember);
+          if (terminal.has(ev.event)) return ev;
+        }
+        if (parser.retry !== null) retry.ms = parser.retry;
+      }
+    } catch (err) {
+      if (signal.aborted) throw err;
+      return null; // the connection dropped: resume
+    } finally {
+      reader.cancel().catch(() => {});
+    }
+  }
+
+  async function run() {
+    setState("connecting");
+    const headers = { Accept: "text/event-stream", ...(options.headers ?? {}) };
+    if (typeof body !== "string") headers["Content-Type"] = "application/json";
+    let response = await fetch(url, {
+      method: "POST",
+      headers,
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      signal,
+      credentials: options.credentials ?? "same-origin",
+    });
+    if (!response.ok) throw await errorOf(response);
+    const location = response.headers.get("Location");
+    const eventsUrl = options.eventsUrl ?? (location ? location.replace(/\/$/, "") + "/events" : null);
+    const runId = response.headers.get("X-Run-Id");
+    // The answer is the run's own stream, so its ids are kept under the events URL: a reload resumes there.
+    const cursor = memory(eventsUrl ?? url, { ...options, after: 0 });
+    handlers.onStart?.({ runId, eventsUrl, response });
+    const retry = { ms: 1000 };
+    let failures = 0;
+    for (;;) {
+      setState("open");
+      const ended = await read(response, cursor, retry);
+      if (ended) return ended;
+      if (!eventsUrl) return null;
+      // Reconnect until the hub answers; back off while it is away.
+      for (;;) {
+        setState("reconnecting");
+        await sleep(Math.min(retry.ms * 2 ** Math.min(failures, 4), 15000), signal);
+        if (signal.aborted) throw new DOMException("aborted", "AbortError");
+        try {
+          response = await fetch(eventsUrl, {
+            headers: { Accept: "text/event-stream", "Last-Event-ID": String(cursor.last ?? 0), ...(options.headers ?? {}) },
+            signal,
+            credentials: options.credentials ?? "same-origin",
+          });
+        } catch (err) {
+          if (signal.aborted) throw err;
+          failures += 1;
+          continue;
+        }
+        if (response.status === 204) return null; // the run has ended and everything was read
+        if (response.ok) break;
+        if (response.status < 500) throw await errorOf(response);
+        failures += 1;
+      }
+      failures = 0;
+    }
+  }
+
+  const done = run().finally(() => setState("closed"));
+  done.catch(() => {}); // callers that only abort() need not handle the rejection
+  return {
+    abort: () => controller.abort(),
+    done,
+    get state() {
+      return state;
+    },
+  };
+}
+
+/** Asks the hub to cancel a run; resolves with {id, status}. `options.base` is the hub's URL prefix. */
+export async function cancel(runId, options = {}) {
+  const base = (options.base ?? "").replace(/\/$/, "");
+  const response = await fetch(`${base}/runs/${encodeURIComponent(runId)}/cancel`, {
+    method: "POST",
+    headers: { Accept: "application/json", ...(options.headers ?? {}) },
+    credentials: options.credentials ?? "same-origin",
+  });
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
