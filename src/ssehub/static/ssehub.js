@@ -81,6 +81,7 @@ export class SSEParser {
   /** Feeds decoded text; returns the events it completed as {id, event, data} (data as text). */
   push(text) {
     const out = [];
+    if (text === "") return out;
     if (this.pendingCR && text.startsWith("\n")) text = text.slice(1); // a CRLF split across two chunks
     this.pendingCR = false;
     this.buffer += text;
