@@ -181,3 +181,179 @@ async def test_sse_parser_follows_the_whatwg_rules(server: Callable[..., ServerP
     ]
     assert set(results) == {json.dumps(expected, separators=(",", ":"), ensure_ascii=False) + "50"}
     await screenshot(page, "sse-parser")
+
+
+# -- the demo chat page of `ssehub serve --demo` --------------------------------------------------------------
+
+# Records every text the answer showed, so a test can check it grew token by token and never went back.
+WATCH_ANSWER = """() => {
+  window.seen = [];
+  const watch = () => {
+    const answer = document.querySelector('.turn:last-child .answer');
+    const text = answer ? answer.textContent : '';
+    if (text !== (seen.at(-1) ?? '')) seen.push(text);
+  };
+  new MutationObserver(watch).observe(document.body, { subtree: true, childList: true, characterData: true });
+}"""
+
+
+def start_demo(server: Callable[..., ServerProcess], tmp_path: Path, delay: str = "0.02") -> ServerProcess:
+    return server(
+        "--demo", "--store", f"sqlite:///{tmp_path / 'hub.db'}", "--retry", "300", env={"SSEHUB_DEMO_DELAY": delay}
+    )
+
+
+async def ask(page: Any, message: str) -> None:
+    await page.fill("#input", message)
+    await page.press("#input", "Enter")  # the keyboard sends
+
+
+async def answer_text(page: Any, turn: int = 1) -> str:
+    text: str = await page.text_content(f".turn:nth-child({turn}) .answer") or ""
+    return text
+
+
+async def run_of(page: Any, turn: int = 1) -> dict[str, Any]:
+    await page.wait_for_selector(f".turn:nth-child({turn})[data-run-id]")
+    run_id = await page.get_attribute(f".turn:nth-child({turn})", "data-run-id")
+    async with httpx.AsyncClient(timeout=10) as client:
+        run: dict[str, Any] = (await client.get(f"{page.url.split('/?')[0]}/runs/{run_id}")).json()
+    return run
+
+
+async def wait_status(page: Any, status: str, turn: int = 1, timeout: float = 60) -> None:
+    await page.wait_for_selector(f".turn:nth-child({turn})[data-status={status}]", timeout=timeout * 1000)
+
+
+async def wait_text(page: Any, chars: int, turn: int = 1) -> None:
+    await page.wait_for_function(
+        f"(document.querySelector('.turn:nth-child({turn}) .answer')?.textContent.length ?? 0) > {chars}"
+    )
+
+
+async def test_demo_streams_tokens_progressively_and_ends_with_the_result(
+    server: Callable[..., ServerProcess], context: Any, tmp_path: Path
+) -> None:
+    hub = start_demo(server, tmp_path)
+    page = await context.new_page()
+    await page.goto(f"{hub.url}/")
+    assert "session=" in page.url  # the conversation lives in the URL
+    await page.evaluate(WATCH_ANSWER)
+    await ask(page, "How does resuming work?")
+    await wait_text(page, 30)
+    await screenshot(page, "demo-streaming")
+    await wait_status(page, "completed")
+    run = await run_of(page)
+    assert run["status"] == "completed"
+    final = await answer_text(page)
+    assert final == run["result"]["answer"] and len(final) > 100
+    seen: list[str] = await page.evaluate("seen")
+    assert len(seen) >= 5, "the answer appeared at once, not token by token"
+    assert all(final.startswith(text) for text in seen), "the answer changed other than by growing"
+    assert await page.is_visible("#send") and not await page.is_visible("#stop")
+    await screenshot(page, "demo-completed")
+
+
+async def test_demo_reload_mid_answer_resumes_without_repeats_or_gaps(
+    server: Callable[..., ServerProcess], context: Any, tmp_path: Path
+) -> None:
+    hub = start_demo(server, tmp_path, delay="0.05")
+    page = await context.new_page()
+    await page.goto(f"{hub.url}/")
+    await ask(page, "Tell me a story")
+    await wait_text(page, 40)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url) if "/runs/" in r.url and "/events" in r.url else None)
+    await page.reload()
+    await wait_text(page, 0)
+    await screenshot(page, "demo-after-reload")
+    await wait_status(page, "completed")
+    run = await run_of(page)
+    assert await answer_text(page) == run["result"]["answer"]
+    # It resumed from where it was (the id kept in sessionStorage), not from the start.
+    resumed = [int(url.rsplit("after=", 1)[1]) for url in requests if "after=" in url]
+    assert resumed and resumed[0] > 0, requests
+    await screenshot(page, "demo-reload-completed")
+
+
+async def test_demo_second_tab_on_the_same_url_follows_the_answer_live(
+    server: Callable[..., ServerProcess], context: Any, tmp_path: Path
+) -> None:
+    hub = start_demo(server, tmp_path, delay="0.04")
+    first = await context.new_page()
+    await first.goto(f"{hub.url}/")
+    await ask(first, "Hello from tab one")
+    await wait_text(first, 20)
+    second = await context.new_page()
+    await second.goto(first.url)
+    await wait_text(second, 20)
+    # Live: the second tab shows text while the run is still going.
+    assert await second.get_attribute(".turn:nth-child(1)", "data-status") == "running"
+    assert await second.text_content(".turn:nth-child(1) .user-msg") == "Hello from tab one"
+    await screenshot(second, "demo-second-tab-live")
+    await wait_status(first, "completed")
+    await wait_status(second, "completed")
+    run = await run_of(first)
+    assert await answer_text(first) == await answer_text(second) == run["result"]["answer"]
+    await screenshot(second, "demo-second-tab-completed")
+
+
+async def test_demo_stop_cancels_the_run(server: Callable[..., ServerProcess], context: Any, tmp_path: Path) -> None:
+    hub = start_demo(server, tmp_path, delay="0.1")
+    page = await context.new_page()
+    await page.goto(f"{hub.url}/")
+    await ask(page, "Write a long essay")
+    await wait_text(page, 10)
+    assert await page.is_visible("#stop")
+    await page.click("#stop")
+    await wait_status(page, "cancelled", timeout=15)
+    run = await run_of(page)
+    assert run["status"] == "cancelled"
+    assert "cancelled" in (await page.text_content(".turn:nth-child(1) .status") or "")
+    assert not await page.is_visible(".turn:nth-child(1) .typing")
+    assert await page.is_visible("#send")
+    # What was shown is a prefix of nothing more: the stream ended, so no text arrives after the cancel.
+    shown = await answer_text(page)
+    await page.wait_for_timeout(300)
+    assert await answer_text(page) == shown
+    await screenshot(page, "demo-stopped")
+
+
+async def test_demo_survives_a_server_restart_mid_answer(
+    server: Callable[..., ServerProcess], context: Any, tmp_path: Path
+) -> None:
+    hub = start_demo(server, tmp_path, delay="0.05")
+    page = await context.new_page()
+    await page.goto(f"{hub.url}/")
+    await ask(page, "Keep going through a restart")
+    await wait_text(page, 30)
+    hub.restart()
+    await wait_status(page, "completed")
+    run = await run_of(page)
+    assert await answer_text(page) == run["result"]["answer"]
+    await screenshot(page, "demo-after-restart")
+
+
+async def test_demo_at_phone_width_with_the_keyboard(
+    server: Callable[..., ServerProcess], browser: Any, tmp_path: Path
+) -> None:
+    hub = start_demo(server, tmp_path, delay="0.03")
+    ctx = await browser.new_context(viewport={"width": 390, "height": 800}, color_scheme="dark", is_mobile=True)
+    try:
+        page = await ctx.new_page()
+        await page.goto(f"{hub.url}/")
+        assert await page.evaluate("document.activeElement.id") == "input"  # ready to type
+        await page.keyboard.type("Hi from a phone")
+        await page.keyboard.press("Enter")
+        await wait_status(page, "completed")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
+        assert await page.evaluate("document.querySelector('#input').value") == ""
+        await screenshot(page, "demo-phone-dark")
+        # Esc stops a running answer.
+        await page.keyboard.type("And another")
+        await page.keyboard.press("Enter")
+        await wait_text(page, 5, turn=2)
+        await page.keyboard.press("Escape")
+        await wait_status(page, "cancelled", turn=2, timeout=15)
+    finally:
+        await ctx.close()
