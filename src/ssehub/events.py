@@ -76,11 +76,8 @@ class Event:
         return json.loads(self.data)
 
     def as_dict(self) -> dict[str, Any]:
-        try:
-            data: Any = json.loads(self.data)
-        except ValueError:
-            data = self.data
-        return {"id": self.id, "event": self.event, "data": data, "time": self.time}
+        # `data` stays text, exactly what the SSE `data:` field carries: a text/plain "0" is not the number 0.
+        return {"id": self.id, "event": self.event, "data": self.data, "time": self.time}
 
 
 @dataclass(frozen=True, slots=True)

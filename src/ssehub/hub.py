@@ -84,6 +84,12 @@ class Hub:
     ) -> None:
         await self.aclose()
 
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """For a host app that mounts the hub: `FastAPI(lifespan=hub.lifespan)`."""
+        async with self:
+            yield
+
     def drain(self) -> None:
         """End every open stream with a `retry:` hint so clients reconnect (elsewhere) and resume."""
         self._draining.set()
