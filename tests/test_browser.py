@@ -319,18 +319,46 @@ async def test_demo_stop_cancels_the_run(server: Callable[..., ServerProcess], c
     await screenshot(page, "demo-stopped")
 
 
-async def test_demo_survives_a_server_restart_mid_answer(
+async def logged_text(base: str, run_id: str) -> str:
+    """Every text_delta of a run as its log holds them: what a page must show, once each, in order."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        page = await client.get(
+            f"{base}/topics/runs/{run_id}/events",
+            params={"after": 0, "limit": 1000},
+            headers={"accept": "application/json"},
+        )
+    return "".join(json.loads(e["data"])["content"] for e in page.json()["events"] if e["event"] == "text_delta")
+
+
+async def test_demo_reconnects_through_a_server_restart_mid_answer(
     server: Callable[..., ServerProcess], context: Any, tmp_path: Path
 ) -> None:
     hub = start_demo(server, tmp_path, delay="0.05")
     page = await context.new_page()
     await page.goto(f"{hub.url}/")
+    await page.evaluate(
+        "() => new MutationObserver(() => { if (!document.querySelector('#banner').hidden) window.bannerSeen = true; })"
+        ".observe(document.querySelector('#banner'), { attributes: true })"
+    )
     await ask(page, "Keep going through a restart")
     await wait_text(page, 30)
     hub.restart()
-    await wait_status(page, "completed")
+    await page.wait_for_selector(".turn:nth-child(1):not([data-status=running])", timeout=60_000)
     run = await run_of(page)
-    assert await answer_text(page) == run["result"]["answer"]
+    # The page shows the run as the server ended it, with every token of its log once, in order.
+    assert await page.get_attribute(".turn:nth-child(1)", "data-status") == run["status"]
+    shown = await answer_text(page)
+    assert shown == await logged_text(hub.url, run["id"]) and len(shown) > 30
+    if run["status"] == "completed":
+        assert shown == run["result"]["answer"]
+    else:
+        assert await page.text_content(".turn:nth-child(1) .status")
+    assert await page.evaluate("window.bannerSeen === true"), "the page never said it was reconnecting"
+    assert await page.is_hidden("#banner")
+    # And the restarted server serves the next question completely.
+    await ask(page, "Are you back?")
+    await wait_status(page, "completed", turn=2)
+    assert await answer_text(page, turn=2) == (await run_of(page, turn=2))["result"]["answer"]
     await screenshot(page, "demo-after-restart")
 
 
