@@ -278,6 +278,8 @@ async def test_bad_requests_get_precise_errors() -> None:
         r = await c.get(f"/runs/{run_id}/events", headers={"last-event-id": "abc"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_cursor"
         assert (await c.post("/agents/strict", json={"n": 4})).json()["result"] == 4
+        listed = (await c.get("/agents")).json()["agents"]
+        assert [a["name"] for a in listed] == ["boom", "echo", "strict"]
         # An ordinary topic is not a run.
         await c.post("/topics/plain/events", json={"data": 1})
         assert (await c.get("/runs/plain")).status_code == 404

@@ -27,6 +27,7 @@ from .responses import EventStreamResponse
 from .runs import Agent, Run, ToolCall, current_run, emit
 from .sse import Decoder, ServerSentEvent
 from .stores import MemoryStore, SQLiteStore, Store, open_store
+from .streaming import EventSourceResponse, EventStream
 
 __all__ = [
     "Agent",
@@ -38,6 +39,8 @@ __all__ = [
     "emit",
     "Decoder",
     "Event",
+    "EventSourceResponse",
+    "EventStream",
     "EventStreamResponse",
     "EventTooLarge",
     "Hub",

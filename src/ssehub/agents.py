@@ -1,5 +1,6 @@
 """The HTTP interface of agent runs.
 
+    GET  /agents                 the registered agents
     POST /agents/{name}          start a run; the answer depends on what the client asks for:
                                    Accept: text/event-stream  -> the run's events as SSE (X-Run-Id, Location)
                                    Prefer: respond-async      -> 202, Location: /runs/{id}, {"id", "status"}
@@ -114,7 +115,15 @@ def agent_routes(hub: Hub) -> list[BaseRoute]:
         doc = run_document(info, _prefix(request))
         return JSONResponse({"id": doc["id"], "status": doc["status"]}, status_code=200 if before.closed else 202)
 
+    async def list_agents(request: Request) -> Response:
+        agents = [
+            {"name": a.name, "timeout": a.timeout, "max_concurrent": a.max_concurrent}
+            for a in sorted(manager.agents.values(), key=lambda a: a.name)
+        ]
+        return JSONResponse({"agents": agents})
+
     return [
+        Route("/agents", list_agents, methods=["GET"]),
         Route("/agents/{name}", start, methods=["POST"]),
         Route("/runs/{run_id}/events", events, methods=["GET"]),
         Route("/runs/{run_id}/cancel", cancel, methods=["POST"]),
