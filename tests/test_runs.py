@@ -344,3 +344,15 @@ async def test_demo_agent_streams_a_deterministic_answer(server: Any) -> None:
         assert text.count("\n\n") >= 2 and names.count("text_delta") > 50
         bad = await c.post("/agents/chat", json={"message": ["not", "text"]})
         assert bad.status_code == 400
+
+
+async def test_cancel_right_after_start_still_ends_the_run() -> None:
+    hub = make_hub()
+    async with hub:
+        run = await hub.runs.start_run("echo", {})
+        assert run.cancel()  # before the run's task has had a single step
+        await asyncio.wait_for(asyncio.shield(run.finished), 5)
+        info = await hub.runs.info(run.id)
+        assert info.status == "cancelled" and run.status == "cancelled"
+        page = await hub.store.read(run.topic, 0, 10)
+        assert page is not None and [e.event for e in page.events] == ["cancelled"]

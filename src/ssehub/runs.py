@@ -120,6 +120,7 @@ class Run:
         self._writer: asyncio.Task[None] | None = None
         self._open = True
         self._cancel_reason: str | None = None
+        self._started = False
         self._terminal = False
 
     def __repr__(self) -> str:
@@ -225,17 +226,21 @@ class Run:
     # -- execution ----------------------------------------------------------------------------------------------
 
     async def _execute(self) -> None:
+        self._started = True
         token = _current.set(self)
         self._writer = asyncio.create_task(self._write_loop(), name=f"ssehub-run-writer-{self.id}")
         task = asyncio.current_task()
         assert task is not None
         deadline = asyncio.timeout(self.agent.timeout)
         try:
+            if self._cancel_reason is not None:
+                raise asyncio.CancelledError  # cancelled before the task first ran
             async with deadline:
                 self.result = await self.agent.function(self, self.body)
             status, terminal = "completed", NewEvent.from_json("done", {"result": self.result})
         except asyncio.CancelledError:
-            task.uncancel()
+            if task.cancelling():
+                task.uncancel()
             if self._cancel_reason == "shutdown":
                 status, self.error = "failed", "the server stopped before the run finished"
                 terminal = NewEvent.from_json("error", {"message": self.error})
@@ -295,7 +300,10 @@ class Run:
         if self._terminal or self.task is None or self.task.done():
             return False
         self._cancel_reason = reason
-        self.task.cancel()
+        if self._started:
+            self.task.cancel()
+        # else: a task cancelled before its first step would never run its own clean-up;
+        # `_execute` sees the reason as soon as it starts instead.
         return True
 
 
