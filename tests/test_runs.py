@@ -356,3 +356,45 @@ async def test_cancel_right_after_start_still_ends_the_run() -> None:
         assert info.status == "cancelled" and run.status == "cancelled"
         page = await hub.store.read(run.topic, 0, 10)
         assert page is not None and [e.event for e in page.events] == ["cancelled"]
+
+
+async def test_closing_the_run_topic_elsewhere_stops_the_agent() -> None:
+    hub = Hub("memory://")
+    stopped = asyncio.Event()
+
+    @hub.agent("chatty")
+    async def chatty(run: Run, body: dict[str, Any]) -> None:
+        try:
+            while True:
+                await run.text("tok ")
+                emit("message", {"also": "queued"})
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        run_id = (await c.post("/agents/chatty", json={}, headers={"prefer": "respond-async"})).json()["id"]
+        await asyncio.sleep(0.1)
+        # As another process would: end the topic directly (the owner only learns it from the store).
+        closed = await c.post(f"/topics/runs/{run_id}/close", json={"status": "cancelled"})
+        assert closed.status_code == 200
+        await asyncio.wait_for(stopped.wait(), 5)
+        for _ in range(100):
+            if run_id not in hub.runs.runs:
+                break
+            await asyncio.sleep(0.02)
+        assert run_id not in hub.runs.runs
+        assert (await c.get(f"/runs/{run_id}")).json()["status"] == "cancelled"
+
+
+def test_demo_delay_must_be_a_number(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SSEHUB_DEMO_DELAY": "fast"}
+    cmd = [sys.executable, "-m", "ssehub", "serve", "--demo", "--store", "memory://", "--port", "1"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "ssehub serve: SSEHUB_DEMO_DELAY must be a number of seconds from 0 to 60, got 'fast'"

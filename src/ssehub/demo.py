@@ -57,9 +57,13 @@ def _validate(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_demo(hub: Hub, name: str = "chat") -> None:
-    delay = float(os.environ.get("SSEHUB_DEMO_DELAY", "0.03"))
-    if delay < 0:
-        raise ValueError("SSEHUB_DEMO_DELAY must not be negative")
+    raw = os.environ.get("SSEHUB_DEMO_DELAY", "0.03")
+    try:
+        delay = float(raw)
+    except ValueError:
+        delay = -1.0
+    if not 0 <= delay <= 60:
+        raise InvalidInput(f"SSEHUB_DEMO_DELAY must be a number of seconds from 0 to 60, got {raw[:40]!r}")
     model = ChatModel.from_env()
 
     @hub.agent(name, timeout=600, validate=_validate)

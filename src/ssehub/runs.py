@@ -193,9 +193,9 @@ class Run:
                         await self.hub.publish_many(self.topic, events)
                 except TopicClosed:
                     # Cancelled (or failed) by another process meanwhile: stop the agent too.
-                    self._settle(batch, None)
-                    self._queue.clear()
                     self._open = False
+                    self._settle(batch + self._queue, None)
+                    self._queue.clear()
                     if self.task is not None and not self._terminal:
                         self._cancel_reason = self._cancel_reason or "closed elsewhere"
                         self.task.cancel()
@@ -217,6 +217,8 @@ class Run:
 
     async def _flush(self) -> None:
         """Wait until everything queued so far is written (a barrier: an entry with no event)."""
+        if self._writer is None or self._writer.done():
+            return
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((None, fut))
         self._queued.set()
