@@ -398,3 +398,20 @@ def test_demo_delay_must_be_a_number(tmp_path: Any) -> None:
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert out.returncode == 1
     assert out.stderr.strip() == "ssehub serve: SSEHUB_DEMO_DELAY must be a number of seconds from 0 to 60, got 'fast'"
+
+
+async def test_a_result_too_large_to_store_fails_the_run() -> None:
+    from ssehub import HubConfig
+
+    hub = Hub("memory://", HubConfig(max_event_bytes=1000))
+
+    @hub.agent("huge")
+    async def huge(run: Run, body: dict[str, Any]) -> str:
+        return "x" * 5000
+
+    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        doc = (await c.post("/agents/huge", json={})).json()
+        assert doc["status"] == "failed"
+        assert "above the limit" in doc["error"]["message"]
+        events = await read_all(c, "GET", f"/runs/{doc['id']}/events")
+        assert [e.event for e in events] == ["error"]

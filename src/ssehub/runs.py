@@ -263,12 +263,21 @@ class Run:
         await self._finish(status, terminal)
 
     async def _finish(self, status: str, terminal: NewEvent) -> None:
-        await self._flush()
-        self._open = False
-        if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+        try:
+            await self._flush()
+            self._open = False
+            if self._writer is not None:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+            self.status = await self._store_end(status, terminal)
+        finally:
+            self._open = False
+            if not self.finished.done():
+                self.finished.set_result(None)
+
+    async def _store_end(self, status: str, terminal: NewEvent) -> str:
+        """The result in the metadata, then the terminal event and the close in one append; the final status."""
         try:
             meta: dict[str, Any] = {"status": status, "updated": time.time()}
             if status == "completed":
@@ -277,25 +286,20 @@ class Run:
                 meta["error"] = self.error
             await self.hub.store.update_meta(self.topic, meta)
             await self.hub.publish_many(self.topic, [terminal], close=status)
+            return status
         except TopicClosed:
             info = await self.hub.store.info(self.topic)
-            status = info.status if info is not None else status
-        except SSEHubError as exc:
-            if status == "completed":
-                # The result itself could not be stored (e.g. too large): the run fails, said aloud.
-                status, self.error = "failed", exc.message
-                with contextlib.suppress(Exception):
-                    await self.hub.store.update_meta(self.topic, {"status": status, "error": self.error})
-                    await self.hub.publish_many(
-                        self.topic, [NewEvent.from_json("error", {"message": self.error})], close=status
-                    )
-            else:
-                log.exception("run %s: could not store its end", self.id)
-        except Exception:
+            return info.status if info is not None else status
+        except Exception as exc:
+            # E.g. a result too large to store: the run must still end, so it fails, said aloud.
             log.exception("run %s: could not store its end", self.id)
-        self.status = status
-        if not self.finished.done():
-            self.finished.set_result(None)
+            self.error = exc.message if isinstance(exc, SSEHubError) else "the run's end could not be stored"
+            with contextlib.suppress(Exception):
+                await self.hub.publish_many(
+                    self.topic, [NewEvent.from_json("error", {"message": self.error})], close="failed"
+                )
+                await self.hub.store.update_meta(self.topic, {"status": "failed", "error": self.error})
+            return "failed"
 
     def cancel(self, reason: str = "cancelled by the client") -> bool:
         """Ask the agent's task to stop; False if the run is already ending."""
@@ -465,7 +469,7 @@ class RunManager:
 
     async def check(self, info: TopicInfo) -> TopicInfo:
         """A `running` run whose owner is gone is marked failed (the error event and the close in one step)."""
-        if info.closed or self._owner_alive(info.meta.get("owner")):
+        if info.closed or self._owner_alive(info.meta.get("owner"), info.name[len(RUN_PREFIX) :]):
             return info
         message = "the process running this run stopped before it finished"
         log.warning("run %s: %s; marking it failed", info.name, message)
@@ -477,11 +481,11 @@ class RunManager:
         fresh = await self.hub.store.info(info.name)
         return fresh if fresh is not None else info
 
-    def _owner_alive(self, owner: Any) -> bool:
+    def _owner_alive(self, owner: Any, run_id: str) -> bool:
         if not isinstance(owner, dict):
             return False
         if owner.get("boot") == self.boot:
-            return True  # ours: a run of this process ends itself, or fails at shutdown
+            return run_id in self.runs  # ours: alive while its task is
         if owner.get("host") == _HOST:
             pid = owner.get("pid")
             if pid == os.getpid():
