@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 from .config import HubConfig
 from .events import Event, NewEvent, TopicInfo
 from .exceptions import (
+    AgentError,
     EventTooLarge,
     InvalidCursor,
     InvalidInput,
@@ -19,15 +20,27 @@ from .exceptions import (
     TransportError,
     Unauthorized,
     UnsupportedMediaType,
+    UpstreamError,
 )
 from .hub import Hub, Subscription, TopicWriter
 from .responses import EventStreamResponse
+from .runs import Agent, Run, ToolCall, current_run, emit
 from .sse import Decoder, ServerSentEvent
 from .stores import MemoryStore, SQLiteStore, Store, open_store
+from .streaming import EventSourceResponse, EventStream
 
 __all__ = [
+    "Agent",
+    "AgentError",
+    "Run",
+    "ToolCall",
+    "UpstreamError",
+    "current_run",
+    "emit",
     "Decoder",
     "Event",
+    "EventSourceResponse",
+    "EventStream",
     "EventStreamResponse",
     "EventTooLarge",
     "Hub",

@@ -42,6 +42,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--log-level", default=_env("LOG_LEVEL", "info"), choices=["critical", "error", "warning", "info", "debug"]
     )
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        default=_env("DEMO", "") not in ("", "0", "false"),
+        help="register the demo agent `chat` (POST /agents/chat)",
+    )
     p.set_defaults(run=_serve)
 
 
@@ -64,6 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_events=args.max_events,
             ttl=args.ttl,
             log_level=args.log_level,
+            demo=args.demo,
             hub=hub_config,
         )
     )

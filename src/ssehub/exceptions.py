@@ -11,6 +11,8 @@
     ├── Unauthorized            missing or wrong credentials
     ├── TooManyRequests         a limit on concurrent work was reached
     ├── StoreUnavailable        the store cannot be reached now; retry later
+    ├── AgentError              an agent ends its run with a message meant for the client
+    ├── UpstreamError           an upstream service (e.g. an LLM API) failed or answered badly
     └── TransportError          (client side) the server could not be reached
 
 `status` and `code` on each class are what the HTTP layer answers with, so the
@@ -21,6 +23,8 @@ can drift.
 from __future__ import annotations
 
 __all__ = [
+    "AgentError",
+    "UpstreamError",
     "EventTooLarge",
     "InvalidCursor",
     "InvalidInput",
@@ -121,3 +125,17 @@ class TransportError(SSEHubError):
 
     status = 503
     code = "transport_error"
+
+
+class AgentError(SSEHubError):
+    """The agent failed."""
+
+    status = 500
+    code = "agent_error"
+
+
+class UpstreamError(SSEHubError):
+    """An upstream service failed or answered with something we cannot read."""
+
+    status = 502
+    code = "upstream_error"

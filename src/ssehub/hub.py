@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ from .tail import Tail, encode_events
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from .runs import AgentFunction, RunManager
 
 __all__ = ["Hub", "TopicWriter"]
 
@@ -49,6 +51,9 @@ class Hub:
         self._started = False
         self._purger: asyncio.Task[None] | None = None
         self.store.add_listener(self._on_change)
+        from .runs import RunManager
+
+        self.runs: RunManager = RunManager(self)
 
     def __repr__(self) -> str:
         return f"Hub({self.store!r})"
@@ -62,11 +67,13 @@ class Hub:
         self._started = True
         self._draining = asyncio.Event()
         self._purger = asyncio.create_task(self._purge_loop(), name="ssehub-purge")
+        await self.runs.start()
 
     async def aclose(self) -> None:
         if not self._started:
             return
         self.drain()
+        await self.runs.aclose()
         if self._purger is not None:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -99,6 +106,17 @@ class Hub:
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
+
+    def agent(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        max_concurrent: int | None = None,
+        validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Callable[[AgentFunction], AgentFunction]:
+        """Register `async def agent(run, body) -> result` as `POST /agents/{name}` (see `ssehub.runs`)."""
+        return self.runs.agent(name, timeout=timeout, max_concurrent=max_concurrent, validate=validate)
 
     def asgi(self) -> Starlette:
         """The HTTP interface as a Starlette app whose lifespan starts and stops this hub."""

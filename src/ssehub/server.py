@@ -37,6 +37,10 @@ class ServeOptions:
 
 def build_app(options: ServeOptions) -> tuple[Hub, Starlette]:
     hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
+    if options.demo:
+        from .demo import register_demo
+
+        register_demo(hub)
     return hub, hub.asgi()
 
 
