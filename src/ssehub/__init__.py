@@ -4,13 +4,16 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .client import AsyncClient, Client, TopicState
 from .config import HubConfig
 from .events import Event, NewEvent, TopicInfo
 from .exceptions import (
     EventTooLarge,
+    Forbidden,
     InvalidCursor,
     InvalidInput,
     InvalidTopic,
+    ServerError,
     SSEHubError,
     StoreUnavailable,
     TooManyRequests,
@@ -26,10 +29,13 @@ from .sse import Decoder, ServerSentEvent
 from .stores import MemoryStore, SQLiteStore, Store, open_store
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "Decoder",
     "Event",
     "EventStreamResponse",
     "EventTooLarge",
+    "Forbidden",
     "Hub",
     "HubConfig",
     "InvalidCursor",
@@ -39,6 +45,7 @@ __all__ = [
     "NewEvent",
     "SQLiteStore",
     "SSEHubError",
+    "ServerError",
     "ServerSentEvent",
     "Store",
     "StoreUnavailable",
@@ -47,6 +54,7 @@ __all__ = [
     "TopicClosed",
     "TopicInfo",
     "TopicNotFound",
+    "TopicState",
     "TopicWriter",
     "TransportError",
     "Unauthorized",

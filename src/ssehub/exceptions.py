@@ -9,9 +9,11 @@
     ├── TopicNotFound           the topic (or run) does not exist
     ├── TopicClosed             publishing to a topic that was closed
     ├── Unauthorized            missing or wrong credentials
+    │   └── Forbidden           (client side) the credentials do not allow this
     ├── TooManyRequests         a limit on concurrent work was reached
     ├── StoreUnavailable        the store cannot be reached now; retry later
-    └── TransportError          (client side) the server could not be reached
+    ├── TransportError          (client side) the server could not be reached
+    └── ServerError             (client side) the server failed, or answered something that is not ssehub
 
 `status` and `code` on each class are what the HTTP layer answers with, so the
 mapping from error to response lives next to the error and not in a table that
@@ -22,10 +24,12 @@ from __future__ import annotations
 
 __all__ = [
     "EventTooLarge",
+    "Forbidden",
     "InvalidCursor",
     "InvalidInput",
     "InvalidTopic",
     "SSEHubError",
+    "ServerError",
     "StoreUnavailable",
     "TooManyRequests",
     "TopicClosed",
@@ -102,6 +106,13 @@ class Unauthorized(SSEHubError):
     code = "unauthorized"
 
 
+class Forbidden(Unauthorized):
+    """The credentials are not allowed to do this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class TooManyRequests(SSEHubError):
     """Too many concurrent requests; try again later."""
 
@@ -121,3 +132,10 @@ class TransportError(SSEHubError):
 
     status = 503
     code = "transport_error"
+
+
+class ServerError(SSEHubError):
+    """The server failed, or its answer was not what an ssehub server sends."""
+
+    status = 502
+    code = "server_error"
