@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import os
 import random
 import re
 import threading
@@ -146,8 +147,16 @@ def _transport_error(base_url: str, exc: httpx.TransportError) -> TransportError
     if isinstance(exc, httpx.TimeoutException):
         reason = "timed out"
     else:
-        # "[Errno 111] Connection refused" -> "connection refused"
-        text = re.sub(r"^\[Errno -?\d+\]\s*", "", str(exc)).strip() or type(exc).__name__
+        # The OS's own words ("Connection refused") say the most; httpx may wrap them in its own.
+        cause: BaseException | None = exc
+        while cause is not None and not (isinstance(cause, OSError) and (cause.errno or cause.strerror)):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, OSError):
+            # Not strerror first: asyncio puts "Connect call failed (...)" there. gaierror numbers are negative.
+            text = os.strerror(cause.errno) if cause.errno and cause.errno > 0 else str(cause.strerror)
+        else:
+            text = str(exc)
+        text = re.sub(r"^\[Errno -?\d+\]\s*", "", text).strip() or type(exc).__name__
         reason = text[0].lower() + text[1:]
     error = TransportError(f"cannot reach {base_url}: {reason}")
     error.__cause__ = exc
@@ -195,7 +204,7 @@ class AsyncClient:
         timeout: float = 10.0,
         read_timeout: float = 60.0,
         retries: int = 4,
-        retry_delay: float = 0.5,
+        retry_delay: float = 0.25,
         max_delay: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
