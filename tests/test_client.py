@@ -102,15 +102,14 @@ class Proxy:
             await srv.wait_closed()
 
 
-async def collect(client: AsyncClient, topic: str, after: int | None, into: list[Event]) -> None:
+async def collect(
+    client: AsyncClient, topic: str, after: int | None, into: list[Event], seen: dict[int, asyncio.Event] | None = None
+) -> None:
+    """Append the topic's events to `into`; `seen[n]` is set once n events arrived."""
     async for event in client.subscribe(topic, after=after):
         into.append(event)
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
+        if seen and len(into) in seen:
+            seen[len(into)].set()
 
 
 def payload(i: int) -> dict[str, Any]:
@@ -143,9 +142,10 @@ async def test_subscriber_survives_server_restart_with_sqlite(server: Start, tmp
     srv = server("--store", f"sqlite:///{tmp_path / 'hub.db'}", "--retry", "50")
     got: list[Event] = []
     async with AsyncClient(srv.url, retry_delay=0.05) as client:
-        reader = asyncio.create_task(collect(client, "restart", 0, got))
+        ten = asyncio.Event()
+        reader = asyncio.create_task(collect(client, "restart", 0, got, {10: ten}))
         await client.publish_many("restart", [("tick", payload(i)) for i in range(1, 41)])
-        await wait_for(lambda: len(got) >= 10)
+        await asyncio.wait_for(ten.wait(), 30)
         await asyncio.to_thread(srv.restart)  # SIGTERM: the server drains its streams, then a new process
         await client.publish_many("restart", [("tick", payload(i)) for i in range(41, 81)])
         await asyncio.to_thread(srv.kill)  # and once more without any warning
@@ -196,8 +196,9 @@ async def test_live_subscribe_reset_and_idempotency_key(server: Start) -> None:
         assert await client.publish("trim", "n", 99, idempotency_key="k") == 11
         # Retention kept 7..11: a reader from the start is told so, then reads what exists.
         got: list[Event] = []
-        reader = asyncio.create_task(collect(client, "trim", 0, got))
-        await wait_for(lambda: len(got) >= 6)
+        six = asyncio.Event()
+        reader = asyncio.create_task(collect(client, "trim", 0, got, {6: six}))
+        await asyncio.wait_for(six.wait(), 30)
         assert got[0].event == "reset" and got[0].json() == {"first_id": 7, "requested_after": 0}
         assert [(e.id, e.json()) for e in got[1:]] == [(7, 7), (8, 8), (9, 9), (10, 10), (11, 99)]
         # after=None: only what comes next.
