@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import httpx
 
 from . import __version__
-from .events import Event, TopicInfo, validate_topic
+from .events import Event, NewEvent, TopicInfo, validate_topic
 from .exceptions import (
     EventTooLarge,
     Forbidden,
@@ -174,6 +174,7 @@ def _event(sse: ServerSentEvent) -> Event:
 def _event_json(event: str, data: Any) -> dict[str, Any]:
     if not isinstance(event, str):
         raise InvalidInput("an event name must be a string")
+    NewEvent(event)  # a bad name fails here, before any request
     return {"event": event, "data": data}
 
 
