@@ -45,11 +45,11 @@ def test_publish_and_tail_from_a_shell(server: Start) -> None:
     assert (first.returncode, first.stdout, first.stderr) == (0, "1\n", "")
     # A follower started before the rest is published sees it live, then exits 0 at the close.
     follower = tail("build/42", "--after", "0", "--json", url=srv.url)
-    readable = tail("build/42", "--after", "299", url=srv.url)
     lines = "hello\n\nworld\n[1, 2]\n" + "".join(f"line {i}\n" for i in range(3, 299))
     batch = ssehub("publish", "build/42", "-", url=srv.url, stdin=lines)
     assert batch.returncode == 0, batch.stderr
     assert batch.stdout.split() == [str(i) for i in range(2, 301)]  # the empty line is skipped
+    readable = tail("build/42", "--after", "299", url=srv.url)
     again = ssehub("publish", "build/42", "done", "--event", "done", "--key", "final", url=srv.url)
     repeat = ssehub("publish", "build/42", "done", "--event", "done", "--key", "final", url=srv.url)
     assert again.stdout == repeat.stdout == "301\n"  # the same key appends once
