@@ -279,3 +279,42 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
         delays = [backoff(failures, 1.0, 30) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 100
+
+
+async def test_subscribe_and_publish_retry_through_5xx() -> None:
+    hub = ssehub.Hub("memory://", ssehub.HubConfig(retry_ms=10))
+    app = hub.asgi()
+    failures = {"left": 3}
+
+    async def flaky(scope: Any, receive: Any, send: Any) -> None:
+        # A real hub behind a front that answers 503 to the first requests, as a busy proxy would.
+        if scope["type"] == "http" and failures["left"] > 0:
+            failures["left"] -= 1
+            await ssehub.app.error_response(503, "store_unavailable", "busy")(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    flaky.state = app.state  # type: ignore[attr-defined]  # serve_app drains the hub through it
+    async with serve_app(flaky) as url, AsyncClient(url, retry_delay=0.01) as client:
+        assert await client.publish("busy", "n", 1) == 1  # after two 503s
+        failures["left"] = 2
+        got = []
+        async for event in client.subscribe("busy", after=0):
+            got.append(event.id)
+            if event.id == 1:
+                await hub.publish("busy", "n", 2)
+                await hub.close_topic("busy")
+        assert got == [1, 2]
+        failures["left"] = 1
+        async with AsyncClient(url, retries=0) as impatient:
+            with pytest.raises(ssehub.StoreUnavailable) as raised:
+                await impatient.topic("busy")
+        assert raised.value.status == 503
+
+
+def test_public_names() -> None:
+    for name in ssehub.__all__:
+        assert getattr(ssehub, name) is not None
+    assert {"AsyncClient", "Client", "TopicState", "Forbidden", "ServerError"} <= set(ssehub.__all__)
+    assert issubclass(ssehub.Forbidden, ssehub.Unauthorized) and ssehub.Forbidden.status == 403
+    assert issubclass(ssehub.ServerError, ssehub.SSEHubError)
