@@ -4,14 +4,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .client import AsyncClient, Client, TopicState
 from .config import HubConfig
 from .events import Event, NewEvent, TopicInfo
 from .exceptions import (
     AgentError,
     EventTooLarge,
+    Forbidden,
     InvalidCursor,
     InvalidInput,
     InvalidTopic,
+    ServerError,
     SSEHubError,
     StoreUnavailable,
     TooManyRequests,
@@ -37,12 +40,15 @@ __all__ = [
     "UpstreamError",
     "current_run",
     "emit",
+    "AsyncClient",
+    "Client",
     "Decoder",
     "Event",
     "EventSourceResponse",
     "EventStream",
     "EventStreamResponse",
     "EventTooLarge",
+    "Forbidden",
     "Hub",
     "HubConfig",
     "InvalidCursor",
@@ -52,6 +58,7 @@ __all__ = [
     "NewEvent",
     "SQLiteStore",
     "SSEHubError",
+    "ServerError",
     "ServerSentEvent",
     "Store",
     "StoreUnavailable",
@@ -60,6 +67,7 @@ __all__ = [
     "TopicClosed",
     "TopicInfo",
     "TopicNotFound",
+    "TopicState",
     "TopicWriter",
     "TransportError",
     "Unauthorized",
