@@ -239,3 +239,12 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 10) -> None:
+    """Wait until `predicate()` is true, polling; fails after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.005)

@@ -399,7 +399,9 @@ class RedisStore(Store):
         found: list[TopicInfo] = []
         with self._unavailable():
             while len(found) < limit:
-                names = cast(list[str], await self._redis.zrangebylex(self._index_key, low, high, 0, limit - len(found)))
+                names = cast(
+                    list[str], await self._redis.zrangebylex(self._index_key, low, high, 0, limit - len(found))
+                )
                 if not names:
                     break
                 async with self._redis.pipeline(transaction=False) as pipe:
