@@ -123,8 +123,11 @@ async def test_bad_url_and_unreachable_redis() -> None:
     with pytest.raises(InvalidInput):
         open_store("redis://127.0.0.1:1/0?prefix=")
     store = open_store("redis://127.0.0.1:1/0")
+    await store.start()  # a node may start before its Redis: it answers 503 until Redis does
     with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1"):
-        await store.start()
+        await store.append("t", [ev(1)])
+    with pytest.raises(StoreUnavailable):
+        await store.info("t")
     await store.aclose()
 
 
@@ -172,6 +175,25 @@ async def test_follow_reports_another_process_changes_in_order(url: str) -> None
         count = len(seen.changes)
         await asyncio.sleep(0.2)
         assert len(seen.changes) == count
+
+
+async def test_local_and_remote_appends_are_reported_once_in_order(url: str) -> None:
+    async with opened(url) as other, opened(url) as here:
+        seen = Recorder()
+        here.add_listener(seen)
+        await here.follow("t", 0)
+        for i in range(1, 61):
+            # Interleaved writers: this process's own appends are reported at once when nothing is
+            # pending, the other's by the reader; either way each id once, in order.
+            await (here if i % 3 else other).append("t", [ev(i)])
+            if i % 7 == 0:
+                await asyncio.sleep(0.005)
+        await here.close_topic("t", "completed")
+        await seen.until(lambda: any(c.status for c in seen.changes))
+        assert seen.ids("t") == list(range(1, 61))
+        assert [c.status for c in seen.changes if c.status] == ["completed"]
+        await asyncio.sleep(0.1)
+        assert [c.status for c in seen.changes if c.status] == ["completed"]
 
 
 def command_calls(client: redis.Redis) -> int:
@@ -281,3 +303,14 @@ except InvalidInput as exc:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "pip install 'ssehub[redis]'" in result.stdout
+
+
+async def test_every_store_url_serves_a_hub(store_url: str) -> None:
+    """The `store_url` fixture (which the contract suite uses) includes Redis, each test under its own prefix."""
+    async with Hub(store_url) as hub:
+        assert await hub.topics() == []
+        async with hub.subscription("t", after=0) as sub:
+            await hub.publish("t", "n", 1)
+            await hub.close_topic("t")
+            frames = b"".join([chunk async for chunk in sub.chunks()])
+        assert b"id: 1\nevent: n\ndata: 1\n\n" in frames

@@ -261,7 +261,11 @@ class Subscription:
         hub, tail, config = self.hub, self.tail, self.hub.config
         if self.cursor > tail.last_id and hub.store.shared:
             # Another node may have appended what this one's follower has not reported yet.
-            info = await hub.store.info(tail.name)
+            try:
+                info = await hub.store.info(tail.name)
+            except StoreUnavailable:
+                yield sse.encode_retry(config.retry_ms)
+                return
             if info is not None:
                 tail.last_id = max(tail.last_id, info.last_id)
         if self.cursor > tail.last_id:

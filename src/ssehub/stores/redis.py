@@ -101,14 +101,14 @@ return {'ok', first .. ':' .. n}
 """
 )
 
-# KEYS: topic, log, meta. ARGV: status, now, ttl_ms. Returns 0 when there is no such topic.
+# KEYS: topic, log, meta. ARGV: status, now, ttl_ms. Returns 0: no such topic, 1: already closed, 2: closed now.
 _CLOSE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'open' then return 1 end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], 'closed_at', ARGV[2])
 redis.call('XADD', KEYS[2], redis.call('HGET', KEYS[1], 'last_id') .. '-1', 'x', ARGV[1])
 for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[3]) end
-return 1
+return 2
 """
 
 # KEYS: topic, log, meta, topics. ARGV: name, marker_ttl_ms. Returns 0 when there is no such topic.
@@ -154,6 +154,11 @@ return gone
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    number, _, kind = entry_id.partition("-")
+    return int(number), int(kind)
 
 
 class RedisStore(Store):
@@ -227,8 +232,11 @@ class RedisStore(Store):
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        with self._unavailable():
+        try:
             await self._redis.ping()
+        except RedisError as exc:
+            # Not fatal: nodes may start before Redis does. Until it answers, calls raise StoreUnavailable.
+            log.warning("Redis at %s is not answering yet (%s); requests get 503 until it does", self._where, exc)
         self._task = asyncio.create_task(self._read_loop(), name="ssehub-redis-reader")
 
     async def aclose(self) -> None:
@@ -290,6 +298,8 @@ class RedisStore(Store):
         events: list[Event] = []
         for entry_id, fields in entries:
             number, _, kind = entry_id.partition("-")
+            if _position(entry_id) <= _position(self._cursors[topic]):
+                continue  # already reported by this process's own append
             self._cursors[topic] = entry_id
             if kind == "0":
                 events.append(Event(int(number), fields["e"], fields["d"], float(fields["t"])))
@@ -329,9 +339,10 @@ class RedisStore(Store):
         idempotency_key: str | None = None,
         close: str | None = None,
     ) -> list[int]:
+        now = self.now()
         args: list[Any] = [
             topic,
-            repr(self.now()),
+            repr(now),
             self.max_events,
             _ms(self.key_ttl),
             idempotency_key or "",
@@ -347,7 +358,14 @@ class RedisStore(Store):
         if outcome == "closed":
             raise TopicClosed(f"topic {topic!r} is {value}")
         first, _, count = value.partition(":")
-        return list(range(int(first), int(first) + int(count)))
+        ids = list(range(int(first), int(first) + int(count)))
+        if outcome == "ok" and self._cursors.get(topic) == f"{ids[0] - 1}-0":
+            # Followed here and the reader has reported everything before: report at once, so local
+            # subscribers need not wait for the round trip (the reader skips what was reported).
+            self._cursors[topic] = f"{ids[-1]}-{1 if close else 0}"
+            stored = tuple(Event(i, e.event, e.data, now) for i, e in zip(ids, events, strict=True))
+            self._notify(Change(topic, stored, close))
+        return ids
 
     async def read(self, topic: str, after: int, limit: int) -> Page | None:
         with self._unavailable():
@@ -375,10 +393,13 @@ class RedisStore(Store):
     async def close_topic(self, topic: str, status: str) -> TopicInfo:
         keys = [self._topic_key(topic), self._log_key(topic), self._meta_key(topic)]
         with self._unavailable():
-            found = await self._close_script(keys=keys, args=[status, repr(self.now()), _ms(self.ttl)])
-        info = await self.info(topic) if found else None
+            outcome = await self._close_script(keys=keys, args=[status, repr(self.now()), _ms(self.ttl)])
+        info = await self.info(topic) if outcome else None
         if info is None:
             raise TopicNotFound(f"no topic {topic!r}")
+        if outcome == 2 and self._cursors.get(topic) == f"{info.last_id}-0":
+            self._cursors[topic] = f"{info.last_id}-1"
+            self._notify(Change(topic, (), status))
         return info
 
     async def delete_topic(self, topic: str) -> bool:
