@@ -20,7 +20,9 @@ delete marker arrive in id order, without gaps or repeats. A topic nobody
 follows here costs nothing; a topic followed by 1,000 local subscribers costs
 the same as one followed by one. `follow` wakes the blocked reader by adding
 to a small per-process wake stream, so the set of streams can change without
-dropping the connection.
+dropping the connection. A process's own appends are reported at once when the
+reader is up to date (the reader then skips them), saving local subscribers the
+round trip.
 
 Redis going away: every call raises `StoreUnavailable` (a 503); the reader
 retries with backoff and continues from the last entry it saw.
