@@ -184,21 +184,21 @@ async def test_workers_share_one_port_and_drain_on_sigterm(server: Start, store:
         assert all(r.ids == [1, 2, 3] for r in readers)
 
         # SIGTERM to the supervisor: every worker ends its streams with a retry: hint.
-        hints: list[bytes] = []
+        received: list[list[bytes]] = [[] for _ in range(4)]
 
-        async def listen() -> None:
+        async def listen(chunks: list[bytes]) -> None:
             async with client.stream("GET", f"{node.url}/topics/w/events", headers={"last-event-id": "3"}) as r:
                 async for chunk in r.aiter_bytes():
-                    hints.append(chunk)
+                    chunks.append(chunk)
 
-        listeners = [asyncio.create_task(listen()) for _ in range(4)]
-        await asyncio.sleep(0.5)
+        listeners = [asyncio.create_task(listen(chunks)) for chunks in received]
+        await eventually(lambda: all(received), 10)  # every stream is open
         assert node.proc is not None
         node.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*listeners), 10)
         assert node.proc.wait(10) == 0
         # Each stream got its opening hint and, at the end, the drain's retry: hint.
-        assert b"".join(hints).count(b"retry: ") == 8
+        assert [b"".join(chunks).count(b"retry: ") for chunks in received] == [2, 2, 2, 2]
 
 
 @pytest.mark.parametrize("store", ["memory://", "sqlite:///hub.db"])
