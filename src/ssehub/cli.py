@@ -44,6 +44,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--token", default=os.environ.get("SSEHUB_TOKEN"), help="require this bearer token to publish/close/delete"
     )
     p.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("WORKERS", "1")),
+        help="processes serving one port; above 1 needs a redis:// store (default 1)",
+    )
+    p.add_argument(
         "--log-level", default=_env("LOG_LEVEL", "info"), choices=["critical", "error", "warning", "info", "debug"]
     )
     p.add_argument(
@@ -75,6 +81,7 @@ def _serve(args: argparse.Namespace) -> int:
             ttl=args.ttl,
             log_level=args.log_level,
             demo=args.demo,
+            workers=args.workers,
             hub=hub_config,
         )
     )

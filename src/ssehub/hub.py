@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import sse
 from .config import HubConfig
 from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
-from .exceptions import EventTooLarge, InvalidInput, TopicNotFound
+from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
 from .stores import Change, Store, open_store
 from .tail import Tail, encode_events
 
@@ -283,13 +283,25 @@ class Subscription:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         hub, tail, config = self.hub, self.tail, self.hub.config
+        if self.cursor > tail.last_id and hub.store.shared:
+            # Another node may have appended what this one's follower has not reported yet.
+            try:
+                info = await hub.store.info(tail.name)
+            except StoreUnavailable:
+                yield sse.encode_retry(config.retry_ms)
+                return
+            if info is not None:
+                tail.last_id = max(tail.last_id, info.last_id)
         if self.cursor > tail.last_id:
             # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
             yield self._reset(tail.first_id if tail.last_id else 1)
         while not hub.draining:
             got = tail.after(self.cursor)
             if got is None:
-                page = await hub.store.read(tail.name, self.cursor, config.page_size)
+                try:
+                    page = await hub.store.read(tail.name, self.cursor, config.page_size)
+                except StoreUnavailable:
+                    break  # the client reconnects after the retry hint and resumes from its cursor
                 if page is None:  # deleted meanwhile
                     return
                 if page.first_id > self.cursor + 1:
