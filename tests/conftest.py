@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -119,12 +121,130 @@ def server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 def store_urls() -> list[str]:
-    return ["memory://", "sqlite"]
+    return ["memory://", "sqlite", "redis"]
 
 
 @pytest.fixture(params=store_urls())
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url: str = request.param
     if url == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    return url
+        yield f"sqlite:///{tmp_path / 'hub.db'}"
+    elif url == "redis":
+        base: str = request.getfixturevalue("redis_url")
+        with redis_prefix(base) as prefix:
+            yield f"{base}?prefix={prefix}"
+    else:
+        yield url
+
+
+# -- Redis --------------------------------------------------------------------------------------------
+# The Redis tests run against a real server: SSEHUB_TEST_REDIS_URL, else one answering on
+# 127.0.0.1:6379, else a redis-server started here. With CI=true a missing Redis fails the run.
+
+
+class RedisServer:
+    """A private `redis-server` on a free port, with AOF persistence so it can be killed and restarted."""
+
+    def __init__(self, directory: Path, persistent: bool = True) -> None:
+        self.dir, self.persistent = directory, persistent
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", ""]
+        if self.persistent:
+            cmd += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            cmd += ["--appendonly", "no"]
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if redis_answers(self.url):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        import redis
+    except ImportError:
+        return False
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1) as client:
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis for the test session."""
+    url = os.environ.get("SSEHUB_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    if redis_answers(url):
+        yield url
+        return
+    own: RedisServer | None = None
+    if shutil.which("redis-server"):
+        own = RedisServer(tmp_path_factory.mktemp("redis"), persistent=False).start()
+        try:
+            yield own.url
+        finally:
+            own.kill()
+        return
+    message = f"no Redis at {url} and no redis-server binary (apt-get install redis-server)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@contextlib.contextmanager
+def redis_prefix(url: str) -> Iterator[str]:
+    """A key prefix of its own on a shared Redis; its keys are removed afterwards (never FLUSHDB)."""
+    import redis
+
+    prefix = f"ssehub-test-{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        with redis.Redis.from_url(url) as client:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, with persistence, that it may kill and restart."""
+    if not shutil.which("redis-server"):
+        message = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 10) -> None:
+    """Wait until `predicate()` is true, polling; fails after `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.005)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .client import AsyncClient, Client, TopicState
 from .config import HubConfig
 from .events import Event, NewEvent, TopicInfo
 from .exceptions import (
+    AgentError,
     EventTooLarge,
+    Forbidden,
     InvalidCursor,
     InvalidInput,
     InvalidTopic,
+    ServerError,
     SSEHubError,
     StoreUnavailable,
     TooManyRequests,
@@ -19,17 +23,32 @@ from .exceptions import (
     TransportError,
     Unauthorized,
     UnsupportedMediaType,
+    UpstreamError,
 )
 from .hub import Hub, Subscription, TopicWriter
 from .responses import EventStreamResponse
+from .runs import Agent, Run, ToolCall, current_run, emit
 from .sse import Decoder, ServerSentEvent
 from .stores import MemoryStore, SQLiteStore, Store, open_store
+from .streaming import EventSourceResponse, EventStream
 
 __all__ = [
+    "Agent",
+    "AgentError",
+    "Run",
+    "ToolCall",
+    "UpstreamError",
+    "current_run",
+    "emit",
+    "AsyncClient",
+    "Client",
     "Decoder",
     "Event",
+    "EventSourceResponse",
+    "EventStream",
     "EventStreamResponse",
     "EventTooLarge",
+    "Forbidden",
     "Hub",
     "HubConfig",
     "InvalidCursor",
@@ -39,6 +58,7 @@ __all__ = [
     "NewEvent",
     "SQLiteStore",
     "SSEHubError",
+    "ServerError",
     "ServerSentEvent",
     "Store",
     "StoreUnavailable",
@@ -47,6 +67,7 @@ __all__ = [
     "TopicClosed",
     "TopicInfo",
     "TopicNotFound",
+    "TopicState",
     "TopicWriter",
     "TransportError",
     "Unauthorized",

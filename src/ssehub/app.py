@@ -7,6 +7,7 @@
     DELETE /topics/{topic}           delete
     GET    /topics                   list
     GET    /healthz                  liveness
+    POST   /agents/{name}, GET /runs/{id}[/events], POST /runs/{id}/cancel: agent runs (see agents.py)
     GET    /_ssehub/ssehub.js        the browser client (see web.py)
 
 Every error is JSON `{"error": {"code", "message"}}` with a 4xx/5xx status.
@@ -159,6 +160,8 @@ class _Subscribe:
 
 def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_hub: bool = True) -> Starlette:
     """The HTTP interface of `hub`. With `manage_hub`, the app's lifespan starts and stops the hub."""
+    from .agents import agent_routes  # it builds on this module's helpers
+
     config = hub.config
 
     def authorised(request: Request) -> None:
@@ -272,6 +275,7 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
         Route("/topics/{topic:path}", info, methods=["GET"]),
         Route("/topics/{topic:path}", delete, methods=["DELETE"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *agent_routes(hub),
         *client_routes(),
         *(extra_routes or []),
     ]

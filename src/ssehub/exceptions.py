@@ -9,9 +9,13 @@
     ├── TopicNotFound           the topic (or run) does not exist
     ├── TopicClosed             publishing to a topic that was closed
     ├── Unauthorized            missing or wrong credentials
+    │   └── Forbidden           (client side) the credentials do not allow this
     ├── TooManyRequests         a limit on concurrent work was reached
     ├── StoreUnavailable        the store cannot be reached now; retry later
-    └── TransportError          (client side) the server could not be reached
+    ├── AgentError              an agent ends its run with a message meant for the client
+    ├── UpstreamError           an upstream service (e.g. an LLM API) failed or answered badly
+    ├── TransportError          (client side) the server could not be reached
+    └── ServerError             (client side) the server failed, or answered something that is not ssehub
 
 `status` and `code` on each class are what the HTTP layer answers with, so the
 mapping from error to response lives next to the error and not in a table that
@@ -21,11 +25,15 @@ can drift.
 from __future__ import annotations
 
 __all__ = [
+    "AgentError",
+    "UpstreamError",
     "EventTooLarge",
+    "Forbidden",
     "InvalidCursor",
     "InvalidInput",
     "InvalidTopic",
     "SSEHubError",
+    "ServerError",
     "StoreUnavailable",
     "TooManyRequests",
     "TopicClosed",
@@ -102,6 +110,13 @@ class Unauthorized(SSEHubError):
     code = "unauthorized"
 
 
+class Forbidden(Unauthorized):
+    """The credentials are not allowed to do this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class TooManyRequests(SSEHubError):
     """Too many concurrent requests; try again later."""
 
@@ -121,3 +136,24 @@ class TransportError(SSEHubError):
 
     status = 503
     code = "transport_error"
+
+
+class AgentError(SSEHubError):
+    """The agent failed."""
+
+    status = 500
+    code = "agent_error"
+
+
+class UpstreamError(SSEHubError):
+    """An upstream service failed or answered with something we cannot read."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class ServerError(SSEHubError):
+    """The server failed, or its answer was not what an ssehub server sends."""
+
+    status = 502
+    code = "server_error"

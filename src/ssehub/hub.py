@@ -15,19 +15,21 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import sse
 from .config import HubConfig
 from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
-from .exceptions import EventTooLarge, InvalidInput, TopicNotFound
+from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
 from .stores import Change, Store, open_store
 from .tail import Tail, encode_events
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from .runs import AgentFunction, RunManager
 
 __all__ = ["Hub", "TopicWriter"]
 
@@ -49,6 +51,9 @@ class Hub:
         self._started = False
         self._purger: asyncio.Task[None] | None = None
         self.store.add_listener(self._on_change)
+        from .runs import RunManager
+
+        self.runs: RunManager = RunManager(self)
 
     def __repr__(self) -> str:
         return f"Hub({self.store!r})"
@@ -62,11 +67,13 @@ class Hub:
         self._started = True
         self._draining = asyncio.Event()
         self._purger = asyncio.create_task(self._purge_loop(), name="ssehub-purge")
+        await self.runs.start()
 
     async def aclose(self) -> None:
         if not self._started:
             return
         self.drain()
+        await self.runs.aclose()
         if self._purger is not None:
             self._purger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -99,6 +106,17 @@ class Hub:
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
+
+    def agent(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        max_concurrent: int | None = None,
+        validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Callable[[AgentFunction], AgentFunction]:
+        """Register `async def agent(run, body) -> result` as `POST /agents/{name}` (see `ssehub.runs`)."""
+        return self.runs.agent(name, timeout=timeout, max_concurrent=max_concurrent, validate=validate)
 
     def asgi(self) -> Starlette:
         """The HTTP interface as a Starlette app whose lifespan starts and stops this hub."""
@@ -265,13 +283,25 @@ class Subscription:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         hub, tail, config = self.hub, self.tail, self.hub.config
+        if self.cursor > tail.last_id and hub.store.shared:
+            # Another node may have appended what this one's follower has not reported yet.
+            try:
+                info = await hub.store.info(tail.name)
+            except StoreUnavailable:
+                yield sse.encode_retry(config.retry_ms)
+                return
+            if info is not None:
+                tail.last_id = max(tail.last_id, info.last_id)
         if self.cursor > tail.last_id:
             # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
             yield self._reset(tail.first_id if tail.last_id else 1)
         while not hub.draining:
             got = tail.after(self.cursor)
             if got is None:
-                page = await hub.store.read(tail.name, self.cursor, config.page_size)
+                try:
+                    page = await hub.store.read(tail.name, self.cursor, config.page_size)
+                except StoreUnavailable:
+                    break  # the client reconnects after the retry hint and resumes from its cursor
                 if page is None:  # deleted meanwhile
                     return
                 if page.first_id > self.cursor + 1:

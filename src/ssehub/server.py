@@ -5,22 +5,35 @@ lifespan shutdown, and SSE connections never end by themselves. So on SIGTERM
 or SIGINT we first drain the hub (every stream gets a `retry:` hint and ends,
 and its client reconnects, to another node if there is one, and resumes from
 its last id), then let uvicorn stop as usual.
+
+`--workers N` runs N processes on one port (uvicorn's supervisor). They share
+nothing but the store, so only a store several processes can share (Redis)
+is allowed. Each worker builds its hub from options passed in the
+environment, and drains it on SIGTERM/SIGINT before uvicorn's own handler runs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass, field
+import signal
+from dataclasses import asdict, dataclass, field
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from .config import HubConfig
+from .exceptions import InvalidInput
 from .hub import Hub
+from .stores import open_store
 
-__all__ = ["ServeOptions", "build_app", "serve"]
+__all__ = ["ServeOptions", "app_from_env", "build_app", "serve"]
+
+#: How `serve` hands its options to the worker processes of `--workers N`.
+OPTIONS_ENV = "SSEHUB_SERVE_OPTIONS"
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,7 @@ class ServeOptions:
     ttl: float = 86_400.0
     log_level: str = "info"
     demo: bool = False
+    workers: int = 1
     hub: HubConfig = field(default_factory=HubConfig)
 
 
@@ -40,6 +54,10 @@ def build_app(options: ServeOptions) -> tuple[Hub, Starlette]:
     from .web import demo_routes
 
     hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
+    if options.demo:
+        from .demo import register_demo
+
+        register_demo(hub)
     return hub, create_app(hub, extra_routes=demo_routes() if options.demo else None)
 
 
@@ -53,8 +71,64 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def app_from_env() -> Starlette:
+    """The app of one worker process of `ssehub serve --workers N` (a uvicorn factory)."""
+    raw: dict[str, Any] = json.loads(os.environ[OPTIONS_ENV])
+    options = ServeOptions(**{**raw, "hub": HubConfig(**raw["hub"])})
+    hub, app = build_app(options)
+    _drain_on_exit(hub)
+    return app
+
+
+def _drain_on_exit(hub: Hub) -> None:
+    # uvicorn installs its exit handlers before it loads the app, so we run before them: drained
+    # streams end, and uvicorn's wait for open connections does not hang on them.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            hub.drain()
+            previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+def _serve_workers(options: ServeOptions) -> None:
+    if not open_store(options.store).shared:
+        raise InvalidInput(
+            f"--workers {options.workers} needs a store that processes can share (redis://host:port/db); "
+            f"{options.store} belongs to one process"
+        )
+    os.environ[OPTIONS_ENV] = json.dumps(asdict(options))
+    print(
+        f"ssehub serving {options.store} on http://{options.host}:{options.port} with {options.workers} workers",
+        flush=True,
+    )
+    uvicorn.run(
+        "ssehub.server:app_from_env",
+        factory=True,
+        workers=options.workers,
+        host=options.host,
+        port=options.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=options.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        backlog=4096,
+    )
+
+
 def serve(options: ServeOptions) -> None:
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if options.workers < 1:
+        raise InvalidInput("--workers must be at least 1")
+    if options.workers > 1:
+        _serve_workers(options)
+        return
     hub, app = build_app(options)
     config = uvicorn.Config(
         app,

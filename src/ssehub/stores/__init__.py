@@ -32,8 +32,8 @@ def open_store(url: str, **options: Any) -> Store:
         return SQLiteStore(path, **options)
     if scheme in ("redis", "rediss", "unix"):
         try:
-            from .redis import RedisStore  # type: ignore[import-untyped]
+            from .redis import RedisStore
         except ImportError as exc:
             raise InvalidInput(f"the Redis store needs redis-py: pip install 'ssehub[redis]' ({exc})") from None
-        return RedisStore(url, **options)  # type: ignore[no-any-return]
+        return RedisStore(url, **options)
     raise InvalidInput(f"unknown store scheme {scheme!r}: use memory://, sqlite:///path.db or redis://host:port/db")

@@ -1,0 +1,131 @@
+"""The HTTP interface of agent runs.
+
+    GET  /agents                 the registered agents
+    POST /agents/{name}          start a run; the answer depends on what the client asks for:
+                                   Accept: text/event-stream  -> the run's events as SSE (X-Run-Id, Location)
+                                   Prefer: respond-async      -> 202, Location: /runs/{id}, {"id", "status"}
+                                   otherwise                  -> wait; 200 with the run document
+    GET  /runs/{id}              the run document {"id", "agent", "status", "result", "error", ...}
+    GET  /runs/{id}/events       the run's events as SSE, from the start unless Last-Event-ID / ?after= say otherwise
+    POST /runs/{id}/cancel       stop the run; 202, or 200 with the final status if it had already ended
+
+A waited-for run answers 200 whatever its outcome (`completed`, `failed`,
+`cancelled`): the HTTP call itself worked, and the document says how the run
+ended. Errors of the call (unknown agent, bad body, too many runs) are 4xx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from .app import parse_cursor, read_body
+from .exceptions import InvalidInput, TooManyRequests
+from .hub import Hub
+from .responses import EventStreamResponse
+from .runs import RunManager, run_document
+
+__all__ = ["agent_routes"]
+
+
+class _RunStream:
+    """Streams a run's topic for as long as the response lasts; the run itself does not depend on it."""
+
+    def __init__(self, hub: Hub, topic: str, after: int, headers: dict[str, str]) -> None:
+        self.hub, self.topic, self.after, self.headers = hub, topic, after, headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self.hub.subscription(self.topic, self.after) as sub:
+            if sub.finished:
+                # 204 tells EventSource to stop reconnecting: the run has ended and everything was read.
+                await Response(status_code=204, headers=self.headers)(scope, receive, send)
+                return
+            stream = EventStreamResponse(sub.chunks(), retry_ms=self.hub.config.retry_ms, headers=self.headers)
+            await stream(scope, receive, send)
+
+
+def _prefix(request: Request) -> str:
+    # URLs we hand out are relative to wherever the hub is mounted.
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _run_url(request: Request, run_id: str) -> str:
+    return f"{_prefix(request)}/runs/{run_id}"
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        payload = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidInput("the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidInput("the body of an agent call must be a JSON object")
+    return payload
+
+
+def agent_routes(hub: Hub) -> list[BaseRoute]:
+    manager: RunManager = hub.runs
+
+    async def start(request: Request) -> Response:
+        name = request.path_params["name"]
+        body = await _body(request, hub.config.max_request_bytes)
+        try:
+            run = await manager.start_run(name, body)
+        except TooManyRequests as exc:
+            return JSONResponse(
+                {"error": {"code": exc.code, "message": exc.message}}, status_code=429, headers={"retry-after": "1"}
+            )
+        location = _run_url(request, run.id)
+        headers = {"x-run-id": run.id, "location": location}
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return _RunStream(hub, run.topic, 0, headers)  # type: ignore[return-value]
+        if "respond-async" in request.headers.get("prefer", "").lower():
+            return JSONResponse(
+                {"id": run.id, "status": "running", "events_url": f"{location}/events"},
+                status_code=202,
+                headers={**headers, "preference-applied": "respond-async"},
+            )
+        info = await manager.wait(run)
+        return JSONResponse(run_document(info, _prefix(request)), headers=headers)
+
+    async def get_run(request: Request) -> Response:
+        info = await manager.info(request.path_params["run_id"])
+        return JSONResponse(run_document(info, _prefix(request)))
+
+    async def events(request: Request) -> Response:
+        info = await manager.info(request.path_params["run_id"])
+        header = parse_cursor(request.headers.get("last-event-id"), "Last-Event-ID")
+        query = parse_cursor(request.query_params.get("after"), "after")
+        after = header if header is not None else query
+        headers = {"x-run-id": request.path_params["run_id"]}
+        return _RunStream(hub, info.name, after or 0, headers)  # type: ignore[return-value]
+
+    async def cancel(request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        before = await manager.info(run_id)
+        info = await manager.cancel(run_id)
+        doc = run_document(info, _prefix(request))
+        return JSONResponse({"id": doc["id"], "status": doc["status"]}, status_code=200 if before.closed else 202)
+
+    async def list_agents(request: Request) -> Response:
+        agents = [
+            {"name": a.name, "timeout": a.timeout, "max_concurrent": a.max_concurrent}
+            for a in sorted(manager.agents.values(), key=lambda a: a.name)
+        ]
+        return JSONResponse({"agents": agents})
+
+    return [
+        Route("/agents", list_agents, methods=["GET"]),
+        Route("/agents/{name}", start, methods=["POST"]),
+        Route("/runs/{run_id}/events", events, methods=["GET"]),
+        Route("/runs/{run_id}/cancel", cancel, methods=["POST"]),
+        Route("/runs/{run_id}", get_run, methods=["GET"]),
+    ]

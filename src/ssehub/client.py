@@ -1,0 +1,507 @@
+"""A resumable consumer and a safe publisher for an ssehub server, on httpx.
+
+    async with AsyncClient("http://127.0.0.1:8000") as client:
+        await client.publish("build-42", "log", {"line": "compiling"})
+        async for event in client.subscribe("build-42", after=0):
+            print(event.id, event.event, event.json())
+
+`subscribe` keeps a cursor (the last id it yielded) and reconnects by itself with
+``Last-Event-ID`` until the topic ends, so the caller sees every event exactly once and in
+order. Every publish carries an ``Idempotency-Key``, so retrying it after a timeout can
+never append the same event twice.
+
+`Client` offers the same methods to synchronous code (scripts, notebooks, the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import random
+import re
+import threading
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from . import __version__
+from .events import Event, NewEvent, TopicInfo, validate_topic
+from .exceptions import (
+    EventTooLarge,
+    Forbidden,
+    InvalidCursor,
+    InvalidInput,
+    InvalidTopic,
+    ServerError,
+    SSEHubError,
+    StoreUnavailable,
+    TooManyRequests,
+    TopicClosed,
+    TopicNotFound,
+    TransportError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from .sse import Decoder, ServerSentEvent
+
+__all__ = ["DEFAULT_URL", "AsyncClient", "Client", "TopicState"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+T = TypeVar("T")
+
+# Answers that say "not now" rather than "never": worth another try.
+_RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+_BY_CODE: dict[str, type[SSEHubError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidInput,
+        InvalidTopic,
+        InvalidCursor,
+        EventTooLarge,
+        UnsupportedMediaType,
+        TopicNotFound,
+        TopicClosed,
+        Unauthorized,
+        Forbidden,
+        TooManyRequests,
+        StoreUnavailable,
+    )
+}
+_BY_STATUS: dict[int, type[SSEHubError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
+    404: TopicNotFound,
+    409: TopicClosed,
+    413: EventTooLarge,
+    415: UnsupportedMediaType,
+    429: TooManyRequests,
+    503: StoreUnavailable,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState(TopicInfo):
+    """A topic as the server reports it: its stored state and how many subscribers it has there."""
+
+    subscribers: int = 0
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> TopicState:
+        try:
+            return cls(
+                name=item["topic"],
+                last_id=int(item["last_id"]),
+                first_id=int(item["first_id"]),
+                status=item["status"],
+                created=float(item.get("created") or 0.0),
+                updated=float(item.get("updated") or 0.0),
+                closed_at=item.get("closed_at"),
+                meta=dict(item.get("meta") or {}),
+                subscribers=int(item.get("subscribers") or 0),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ServerError(f"unexpected topic description from the server: {exc!r}") from None
+
+
+def backoff(failures: int, base: float, cap: float) -> float:
+    """Seconds to wait after `failures` attempts in a row failed: exponential, capped, with jitter.
+
+    "Equal jitter": between half and all of min(cap, base * 2**(failures - 1)), so that many
+    clients cut off together (a server restart) do not all come back at the same instant.
+    """
+    if failures <= 0:
+        return 0.0
+    ceiling: float = min(cap, base * 2.0 ** min(failures - 1, 32))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def _error(response: httpx.Response) -> SSEHubError:
+    """The typed error for an error answer: by the server's error code, else by the HTTP status."""
+    status = response.status_code
+    code: Any = None
+    message: Any = None
+    try:
+        detail = response.json()["error"]
+        code, message = detail["code"], detail["message"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    cls = _BY_CODE.get(code) if isinstance(code, str) else None
+    cls = cls or _BY_STATUS.get(status) or (InvalidInput if 400 <= status < 500 else ServerError)
+    if not isinstance(message, str) or not message:
+        message = f"{response.request.method} {response.request.url} answered {status} {response.reason_phrase}"
+    exc = cls(message)
+    exc.status = status  # the real answer, which may differ from the class's own (e.g. a proxy's 502)
+    return exc
+
+
+def _transport_error(base_url: str, exc: httpx.TransportError) -> TransportError:
+    if isinstance(exc, httpx.TimeoutException):
+        reason = "timed out"
+    else:
+        # The OS's own words ("Connection refused") say the most; httpx may wrap them in its own.
+        cause: BaseException | None = exc
+        while cause is not None and not (isinstance(cause, OSError) and (cause.errno or cause.strerror)):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, OSError):
+            # Not strerror first: asyncio puts "Connect call failed (...)" there. gaierror numbers are negative.
+            text = os.strerror(cause.errno) if cause.errno and cause.errno > 0 else str(cause.strerror)
+        else:
+            text = str(exc)
+        text = re.sub(r"^\[Errno -?\d+\]\s*", "", text).strip() or type(exc).__name__
+        reason = text[0].lower() + text[1:]
+    error = TransportError(f"cannot reach {base_url}: {reason}")
+    error.__cause__ = exc
+    return error
+
+
+def _event(sse: ServerSentEvent) -> Event:
+    if not sse.id.isascii() or not sse.id.isdigit():
+        raise ServerError(
+            f"the stream sent an event without an integer id ({sse.id[:40]!r}): is this an ssehub server?"
+        )
+    return Event(int(sse.id), sse.event, sse.data)
+
+
+def _event_json(event: str, data: Any) -> dict[str, Any]:
+    if not isinstance(event, str):
+        raise InvalidInput("an event name must be a string")
+    NewEvent(event)  # a bad name fails here, before any request
+    return {"event": event, "data": data}
+
+
+def _body(payload: Any) -> bytes:
+    try:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"event data is not JSON-serialisable: {exc}") from None
+
+
+class AsyncClient:
+    """An ssehub server, seen from asyncio code.
+
+    ``token`` is sent as ``Authorization: Bearer``. ``timeout`` bounds each request (and the
+    connect of a subscription); ``read_timeout`` is how long a subscription may stay silent
+    before it is considered dead and resumed on a new connection: keep it above the server's
+    heartbeat. Requests that failed in a way a retry can fix (timeouts, 5xx, 429) are tried
+    again up to ``retries`` times; a subscription retries for as long as it has to.
+    ``retry_delay`` is the first reconnection delay until the server suggests its own with
+    ``retry:``; ``max_delay`` caps the exponential backoff.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retries: int = 4,
+        retry_delay: float = 0.25,
+        max_delay: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if retries < 0 or retry_delay < 0 or max_delay < 0 or timeout <= 0 or read_timeout <= 0:
+            raise ValueError("timeouts must be positive; retries and delays must not be negative")
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.max_delay = max_delay
+        self._stream_timeout = httpx.Timeout(timeout, read=read_timeout)
+        headers = {"user-agent": f"ssehub/{__version__}"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport, follow_redirects=True
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
+        """One request, retried when that is safe.
+
+        A connection that could not be made never carried the request, so that is always
+        retried. A timeout or a 5xx after the request was sent may hide a success, so those
+        are retried only for idempotent requests (which includes every publish: its key).
+        """
+        failures = 0
+        while True:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if failures >= self.retries or not (idempotent or unsent):
+                    raise _transport_error(self.base_url, exc) from exc
+            else:
+                if response.status_code < 400:
+                    return response
+                if failures >= self.retries or not idempotent or response.status_code not in _RETRYABLE_STATUS:
+                    raise _error(response)
+            failures += 1
+            await asyncio.sleep(backoff(failures, self.retry_delay, self.max_delay))
+
+    @staticmethod
+    def _path(topic: str, suffix: str = "") -> str:
+        return f"/topics/{validate_topic(topic)}{suffix}"
+
+    async def publish(
+        self, topic: str, event: str = "message", data: Any = None, *, idempotency_key: str | None = None
+    ) -> int:
+        """Append one event (``data`` is JSON) and return its id."""
+        ids = await self._publish(topic, _event_json(event, data), idempotency_key)
+        if len(ids) != 1:
+            raise ServerError(f"the server answered {len(ids)} ids for one event")
+        return ids[0]
+
+    async def publish_many(
+        self, topic: str, events: Iterable[tuple[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[int]:
+        """Append ``(event, data)`` pairs as one atomic batch and return their ids, in order."""
+        batch = [_event_json(event, data) for event, data in events]
+        if not batch:
+            return []
+        return await self._publish(topic, batch, idempotency_key)
+
+    async def _publish(self, topic: str, payload: Any, idempotency_key: str | None) -> list[int]:
+        path = self._path(topic, "/events")
+        body = _body(payload)
+        # One key for every attempt of this call: the server appends the first that arrives and
+        # answers the same ids to the others.
+        key = idempotency_key or uuid.uuid4().hex
+        response = await self._request(
+            "POST",
+            path,
+            idempotent=True,
+            content=body,
+            headers={"content-type": "application/json", "idempotency-key": key},
+        )
+        try:
+            ids = response.json()["ids"]
+            return [int(i) for i in ids]
+        except (ValueError, KeyError, TypeError):
+            raise ServerError(f"unexpected answer to a publish: {response.text[:200]!r}") from None
+
+    async def topic(self, topic: str) -> TopicState:
+        """The topic's state; `TopicNotFound` if it does not exist."""
+        response = await self._request("GET", self._path(topic), idempotent=True)
+        return TopicState.from_json(self._json(response))
+
+    async def close_topic(self, topic: str, status: str = "completed") -> TopicState:
+        """Close the topic with a final status; its subscribers read to the end and finish."""
+        path = self._path(topic, "/close")
+        response = await self._request("POST", path, idempotent=True, json={"status": status})
+        return TopicState.from_json(self._json(response))
+
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the topic and its events; `TopicNotFound` if it does not exist."""
+        # Not idempotent: a retry after a lost answer would report the first try's success as 404.
+        await self._request("DELETE", self._path(topic), idempotent=False)
+
+    async def topics(self, prefix: str = "") -> list[TopicState]:
+        """Every topic whose name starts with ``prefix``, by name."""
+        found: list[TopicState] = []
+        after = ""
+        while True:
+            params = {"prefix": prefix, "after": after, "limit": "1000"}
+            payload = self._json(await self._request("GET", "/topics", idempotent=True, params=params))
+            try:
+                found.extend(TopicState.from_json(item) for item in payload["topics"])
+                after = payload.get("next_after") or ""
+            except (KeyError, TypeError, AttributeError):
+                raise ServerError("unexpected answer to a topic listing") from None
+            if not after:
+                return found
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(f"{response.request.url} did not answer JSON: {response.text[:200]!r}") from None
+
+    # -- subscribing -----------------------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, after: int | None = None) -> AsyncIterator[Event]:
+        """Yield the topic's events with an id above ``after``, in order, each once, until the topic closes.
+
+        ``after=None`` starts at the current end (only new events), ``after=0`` at the start.
+        Connections that drop, time out or end early (a server restarting) are resumed from the
+        last yielded id. When retention dropped events the cursor needed, the server says so
+        with an event named ``reset`` (data ``{"first_id", "requested_after"}``), which is
+        yielded too, so a gap is never silent. A server that cannot be reached for the first
+        connection raises `TransportError` at once (a wrong URL should not hang); once
+        connected, it is waited for.
+        """
+        path = self._path(topic, "/events")
+        if after is None:
+            try:
+                after = (await self.topic(topic)).last_id
+            except TopicNotFound:
+                after = 0  # everything it will ever hold is new
+        elif isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise InvalidCursor(f"after must be a non-negative integer, got {after!r}")
+        cursor = after
+        decoder = Decoder()
+        failures = 0
+        connected = False
+        while True:
+            progress = clean = False
+            try:
+                async with self._http.stream(
+                    "GET",
+                    path,
+                    headers={"accept": "text/event-stream", "last-event-id": str(cursor)},
+                    timeout=self._stream_timeout,
+                ) as response:
+                    if response.status_code == 204:
+                        return  # the topic is closed and we have read all of it
+                    if response.status_code != 200:
+                        await response.aread()
+                        if response.status_code not in _RETRYABLE_STATUS:
+                            raise _error(response)
+                    else:
+                        media = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                        if media != "text/event-stream":
+                            raise ServerError(f"{response.request.url} answered {media!r}, not an event stream")
+                        connected = True
+                        async for chunk in response.aiter_bytes():
+                            for sse in decoder.feed(chunk):
+                                event = _event(sse)
+                                if event.event == "reset":
+                                    # The log restarts at event.id + 1: go on from there.
+                                    cursor = event.id
+                                elif event.id <= cursor:
+                                    continue  # already yielded (a server may replay what we saw)
+                                else:
+                                    cursor = event.id
+                                progress = True
+                                yield event
+                        clean = True
+            except httpx.TransportError as exc:
+                if not connected:
+                    raise _transport_error(self.base_url, exc) from exc
+            finally:
+                decoder.close()
+            # A stream that ended on its own after new events: the topic closed (the next request
+            # answers 204) or the server is draining: ask again at once, then back off.
+            if clean and progress:
+                failures = 0
+                continue
+            failures = 1 if progress else failures + 1
+            base = self.retry_delay if decoder.retry is None else decoder.retry / 1000
+            await asyncio.sleep(backoff(failures, base, self.max_delay))
+
+
+async def _next(events: AsyncIterator[T]) -> T:
+    return await anext(events)
+
+
+class Client:
+    """The synchronous twin of `AsyncClient`, for scripts, notebooks and the CLI.
+
+    It runs an `AsyncClient` on a private event loop in a background thread instead of
+    repeating its logic over `httpx.Client`: the reconnect and retry loops are the subtle part
+    and exist once, so the two clients cannot drift apart. A loop of its own (rather than
+    `asyncio.run` per call) keeps connections pooled between calls and works where an event
+    loop is already running in this thread, as in Jupyter.
+    """
+
+    def __init__(self, base_url: str = DEFAULT_URL, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ssehub-client", daemon=True)
+        self._thread.start()
+        self._closed = False
+        try:
+            self._async = AsyncClient(base_url, **options)
+        except BaseException:
+            self._stop_loop()
+            raise
+        self.base_url = self._async.base_url
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._call(self._async.aclose())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed: make sure the coroutine is finished before going on,
+            # so that nothing keeps running on the loop behind the caller's back.
+            future.cancel()
+            concurrent.futures.wait([future], timeout=10)
+            raise
+
+    def publish(
+        self, topic: str, event: str = "message", data: Any = None, *, idempotency_key: str | None = None
+    ) -> int:
+        return self._call(self._async.publish(topic, event, data, idempotency_key=idempotency_key))
+
+    def publish_many(
+        self, topic: str, events: Iterable[tuple[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[int]:
+        return self._call(self._async.publish_many(topic, list(events), idempotency_key=idempotency_key))
+
+    def topic(self, topic: str) -> TopicState:
+        return self._call(self._async.topic(topic))
+
+    def close_topic(self, topic: str, status: str = "completed") -> TopicState:
+        return self._call(self._async.close_topic(topic, status))
+
+    def delete_topic(self, topic: str) -> None:
+        self._call(self._async.delete_topic(topic))
+
+    def topics(self, prefix: str = "") -> list[TopicState]:
+        return self._call(self._async.topics(prefix))
+
+    def subscribe(self, topic: str, after: int | None = None) -> Iterator[Event]:
+        """See `AsyncClient.subscribe`; leaving the loop early closes the connection."""
+        events = self._async.subscribe(topic, after)
+        try:
+            while True:
+                try:
+                    yield self._call(_next(events))
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None and not self._loop.is_closed():
+                self._call(aclose())

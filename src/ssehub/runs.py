@@ -1,0 +1,532 @@
+r"""Agent runs: a registered async function, run in the background, its events in a topic.
+
+    POST /agents/chat --> RunManager.start --> topic runs/{id} (meta: agent, status, owner)
+                                          \--> task: agent(run, body) --> run.text() / emit() --> outbox --> topic
+                                                     returns / raises / is cancelled --> done, error, cancelled + close
+
+A run is owned by the hub (its `RunManager`), never by the HTTP request that
+started it: a client that goes away can resume the run's topic later. The
+terminal event and the close of the topic are one atomic append, and the
+topic's status is the run's status, so a reader can never see one without the
+other. The run's metadata records its owner (host, pid, boot id) and a lease
+the owner renews; a `running` run whose owner is gone is marked `failed` the
+next time anyone looks at it (and by a sweep when the hub starts).
+
+`emit(event, data)` publishes to the current run from anywhere in the agent's
+call tree, child tasks included (a context variable), and is a no-op outside a
+run. It only queues the event: the run's writer task appends queued events in
+order, in batches, so a slow store never blocks the caller and a gone client
+never matters at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .events import NewEvent, TopicInfo
+from .exceptions import InvalidInput, SSEHubError, TooManyRequests, TopicClosed, TopicNotFound
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = [
+    "Agent",
+    "AgentFunction",
+    "Run",
+    "RunManager",
+    "ToolCall",
+    "current_run",
+    "emit",
+    "run_document",
+]
+
+log = logging.getLogger("ssehub.runs")
+
+AgentFunction = Callable[["Run", dict[str, Any]], Awaitable[Any]]
+
+RUN_PREFIX = "runs/"
+_HOST = socket.gethostname()
+
+_current: ContextVar[Run | None] = ContextVar("ssehub_run", default=None)
+
+
+def current_run() -> Run | None:
+    """The run whose agent is executing this code, or None."""
+    return _current.get()
+
+
+def emit(event: str, data: Any = None) -> None:
+    """Publish `event` with JSON `data` to the current run; a no-op outside a run.
+
+    It never waits and never raises because of the store or a client: the event is
+    queued and written in order by the run's writer. Bad input (an invalid event
+    name, data that is not JSON) is a bug in the caller and does raise InvalidInput.
+    """
+    run = _current.get()
+    if run is not None:
+        run.emit(event, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Agent:
+    name: str
+    function: AgentFunction
+    #: Seconds a run may take before it fails; None for no limit.
+    timeout: float | None = None
+    #: Runs of this agent at once in this process; beyond it, TooManyRequests (429).
+    max_concurrent: int | None = None
+    #: Checks (and may normalise) the body before a run starts; raise InvalidInput for a 400.
+    validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+
+class ToolCall:
+    """The handle of `async with run.tool(...) as call`: set `call.result` before the block ends."""
+
+    def __init__(self, call_id: str, tool: str, args: Any) -> None:
+        self.call_id, self.tool, self.args = call_id, tool, args
+        self.result: Any = None
+
+
+class Run:
+    """One execution of an agent: the object the agent function gets as its first argument."""
+
+    def __init__(self, manager: RunManager, agent: Agent, run_id: str, body: dict[str, Any]) -> None:
+        self.manager = manager
+        self.hub = manager.hub
+        self.agent = agent
+        self.id = run_id
+        self.topic = RUN_PREFIX + run_id
+        self.body = body
+        self.status = "running"
+        self.result: Any = None
+        self.error: str | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.finished = asyncio.get_running_loop().create_future()
+        self._ids = itertools.count(1)
+        # The outbox: events queued in call order, with the futures of the callers that await them.
+        self._queue: list[tuple[NewEvent | None, asyncio.Future[None] | None]] = []
+        self._queued = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._open = True
+        self._cancel_reason: str | None = None
+        self._started = False
+        self._terminal = False
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} agent={self.agent.name!r} status={self.status}>"
+
+    # -- what an agent calls -------------------------------------------------------------------------------
+
+    async def text(self, content: str) -> None:
+        """A piece of the answer: `text_delta {"content"}`."""
+        await self.message({"content": content}, event="text_delta")
+
+    async def progress(self, percent: float, message: str = "") -> None:
+        await self.message({"percent": percent, "message": message}, event="progress")
+
+    async def message(self, data: Any = None, *, event: str = "message") -> None:
+        """Publish any event; returns once it is stored."""
+        fut = asyncio.get_running_loop().create_future()
+        self._enqueue(NewEvent.from_json(event, data), fut)
+        await fut
+
+    def emit(self, event: str, data: Any = None) -> None:
+        """Queue an event without waiting for it to be stored (see `ssehub.emit`)."""
+        self._enqueue(NewEvent.from_json(event, data), None)
+
+    @contextlib.asynccontextmanager
+    async def tool(self, name: str, args: Any = None) -> AsyncIterator[ToolCall]:
+        """`tool_start`, then `tool_result` with `call.result`, or with the error if the block raised."""
+        call = ToolCall(f"call_{next(self._ids)}", name, args)
+        await self.message({"call_id": call.call_id, "tool": name, "args": args}, event="tool_start")
+        try:
+            yield call
+        except Exception as exc:
+            self.emit("tool_result", {"call_id": call.call_id, "tool": name, "error": _safe_message(exc)})
+            raise
+        await self.message({"call_id": call.call_id, "tool": name, "result": call.result}, event="tool_result")
+
+    @contextlib.asynccontextmanager
+    async def step(self, name: str, **data: Any) -> AsyncIterator[None]:
+        """`step_start {"step", ...}`, then `step_end` (with "error" if the block raised)."""
+        await self.message({"step": name, **data}, event="step_start")
+        try:
+            yield
+        except Exception as exc:
+            self.emit("step_end", {"step": name, "error": _safe_message(exc)})
+            raise
+        await self.message({"step": name}, event="step_end")
+
+    # -- the outbox --------------------------------------------------------------------------------------------
+
+    def _enqueue(self, event: NewEvent, fut: asyncio.Future[None] | None) -> None:
+        if not self._open:
+            # The run has ended (e.g. a child task outlived it): nothing may follow the terminal event.
+            log.debug("run %s: dropped %r emitted after the run ended", self.id, event.event)
+            if fut is not None:
+                fut.set_result(None)
+            return
+        self._queue.append((event, fut))
+        self._queued.set()
+
+    async def _write_loop(self) -> None:
+        max_batch = self.hub.config.max_batch
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:max_batch], self._queue[max_batch:]
+                try:
+                    events = [e for e, _ in batch if e is not None]
+                    if events:
+                        await self.hub.publish_many(self.topic, events)
+                except TopicClosed:
+                    # Cancelled (or failed) by another process meanwhile: stop the agent too.
+                    self._open = False
+                    self._settle(batch + self._queue, None)
+                    self._queue.clear()
+                    if self.task is not None and not self._terminal:
+                        self._cancel_reason = self._cancel_reason or "closed elsewhere"
+                        self.task.cancel()
+                    return
+                except Exception as exc:
+                    log.warning("run %s: could not store %d event(s): %s", self.id, len(batch), exc)
+                    self._settle(batch, exc)
+                else:
+                    self._settle(batch, None)
+
+    @staticmethod
+    def _settle(batch: list[tuple[NewEvent | None, asyncio.Future[None] | None]], exc: Exception | None) -> None:
+        for _, fut in batch:
+            if fut is not None and not fut.done():
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+
+    async def _flush(self) -> None:
+        """Wait until everything queued so far is written (a barrier: an entry with no event)."""
+        if self._writer is None or self._writer.done():
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((None, fut))
+        self._queued.set()
+        with contextlib.suppress(Exception):
+            await fut
+
+    # -- execution ----------------------------------------------------------------------------------------------
+
+    async def _execute(self) -> None:
+        self._started = True
+        token = _current.set(self)
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ssehub-run-writer-{self.id}")
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = asyncio.timeout(self.agent.timeout)
+        try:
+            if self._cancel_reason is not None:
+                raise asyncio.CancelledError  # cancelled before the task first ran
+            async with deadline:
+                self.result = await self.agent.function(self, self.body)
+            status, terminal = "completed", NewEvent.from_json("done", {"result": self.result})
+        except asyncio.CancelledError:
+            if task.cancelling():
+                task.uncancel()
+            if self._cancel_reason == "shutdown":
+                status, self.error = "failed", "the server stopped before the run finished"
+                terminal = NewEvent.from_json("error", {"message": self.error})
+            else:
+                status = "cancelled"
+                terminal = NewEvent.from_json("cancelled", {"reason": self._cancel_reason or "cancelled"})
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                self.error = f"the run took longer than {self.agent.timeout:g} s"
+            else:
+                # The traceback goes to the server log; the client gets a message that reveals no internals.
+                log.exception("run %s of agent %r failed", self.id, self.agent.name)
+                self.error = _safe_message(exc)
+            status, terminal = "failed", NewEvent.from_json("error", {"message": self.error})
+        finally:
+            _current.reset(token)
+        self._terminal = True
+        await self._finish(status, terminal)
+
+    async def _finish(self, status: str, terminal: NewEvent) -> None:
+        try:
+            await self._flush()
+            self._open = False
+            if self._writer is not None:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+            self.status = await self._store_end(status, terminal)
+        finally:
+            self._open = False
+            if not self.finished.done():
+                self.finished.set_result(None)
+
+    async def _store_end(self, status: str, terminal: NewEvent) -> str:
+        """The result in the metadata, then the terminal event and the close in one append; the final status."""
+        try:
+            meta: dict[str, Any] = {"status": status, "updated": time.time()}
+            if status == "completed":
+                meta["result"] = self.result
+            if self.error is not None:
+                meta["error"] = self.error
+            await self.hub.store.update_meta(self.topic, meta)
+            await self.hub.publish_many(self.topic, [terminal], close=status)
+            return status
+        except TopicClosed:
+            info = await self.hub.store.info(self.topic)
+            return info.status if info is not None else status
+        except Exception as exc:
+            # E.g. a result too large to store: the run must still end, so it fails, said aloud.
+            log.exception("run %s: could not store its end", self.id)
+            self.error = exc.message if isinstance(exc, SSEHubError) else "the run's end could not be stored"
+            with contextlib.suppress(Exception):
+                await self.hub.publish_many(
+                    self.topic, [NewEvent.from_json("error", {"message": self.error})], close="failed"
+                )
+                await self.hub.store.update_meta(self.topic, {"status": "failed", "error": self.error})
+            return "failed"
+
+    def cancel(self, reason: str = "cancelled by the client") -> bool:
+        """Ask the agent's task to stop; False if the run is already ending."""
+        if self._terminal or self.task is None or self.task.done():
+            return False
+        self._cancel_reason = reason
+        if self._started:
+            self.task.cancel()
+        # else: a task cancelled before its first step would never run its own clean-up;
+        # `_execute` sees the reason as soon as it starts instead.
+        return True
+
+
+def _safe_message(exc: BaseException) -> str:
+    # Our own errors (AgentError included) carry messages meant for clients; any other could leak internals.
+    if isinstance(exc, SSEHubError):
+        return exc.message
+    return "the agent failed"
+
+
+def run_document(info: TopicInfo, prefix: str = "") -> dict[str, Any]:
+    """What `GET /runs/{id}` answers; `prefix` is where the hub is mounted."""
+    run_id = info.name[len(RUN_PREFIX) :]
+    meta = info.meta
+    status = info.status if info.closed else "running"
+    return {
+        "id": run_id,
+        "agent": meta.get("agent"),
+        "status": status,
+        "result": meta.get("result") if status == "completed" else None,
+        "error": {"message": meta.get("error", "")} if status == "failed" else None,
+        "created": info.created,
+        "updated": max(info.updated, float(meta.get("updated", 0.0))),
+        "events_url": f"{prefix}/runs/{run_id}/events",
+    }
+
+
+class RunManager:
+    """The agents of a hub and their runs in this process."""
+
+    def __init__(self, hub: Hub, *, lease: float = 30.0) -> None:
+        self.hub = hub
+        self.agents: dict[str, Agent] = {}
+        self.runs: dict[str, Run] = {}
+        self.lease = lease
+        self.boot = secrets.token_hex(8)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    def register(self, agent: Agent) -> None:
+        if not agent.name or "/" in agent.name or len(agent.name) > 100:
+            raise ValueError(f"invalid agent name {agent.name!r}")
+        self.agents[agent.name] = agent
+
+    def agent(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        max_concurrent: int | None = None,
+        validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Callable[[AgentFunction], AgentFunction]:
+        def decorate(function: AgentFunction) -> AgentFunction:
+            self.register(Agent(name, function, timeout, max_concurrent, validate))
+            return function
+
+        return decorate
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._spawn(self._lease_loop(), "ssehub-run-leases")
+        self._spawn(self._sweep(), "ssehub-run-sweep")
+
+    async def aclose(self) -> None:
+        """Stop every run of this process: each ends `failed` ("the server stopped"), so none is left running."""
+        self._stopping = True
+        runs = list(self.runs.values())
+        for run in runs:
+            run.cancel("shutdown")
+        if runs:
+            await asyncio.wait([r.finished for r in runs], timeout=10)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _owner(self) -> dict[str, Any]:
+        return {"host": _HOST, "pid": os.getpid(), "boot": self.boot, "lease": time.time() + self.lease}
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            for run in list(self.runs.values()):
+                if run._terminal:
+                    continue
+                try:
+                    info = await self.hub.store.update_meta(run.topic, {"owner": self._owner()})
+                    if info.closed:  # cancelled from another process
+                        run.cancel("cancelled")
+                except Exception as exc:
+                    log.warning("run %s: could not renew its lease: %s", run.id, exc)
+
+    async def _sweep(self) -> None:
+        """Mark the runs that died with their process as failed."""
+        after = ""
+        while True:
+            page = await self.hub.store.topics(RUN_PREFIX, after, 500)
+            for info in page:
+                if not info.closed:
+                    await self.check(info)
+            if len(page) < 500:
+                return
+            after = page[-1].name
+
+    # -- runs ------------------------------------------------------------------------------------------------------
+
+    async def start_run(self, name: str, body: dict[str, Any]) -> Run:
+        agent = self.agents.get(name)
+        if agent is None:
+            raise TopicNotFound(f"no agent {name!r}")
+        if agent.validate is not None:
+            body = agent.validate(body)
+        if self._stopping or self.hub.draining:
+            raise TooManyRequests("the server is shutting down; retry on another node")
+        if agent.max_concurrent is not None:
+            active = sum(1 for r in self.runs.values() if r.agent is agent)
+            if active >= agent.max_concurrent:
+                raise TooManyRequests(f"agent {name!r} already has {active} runs in progress; retry later")
+        run = Run(self, agent, secrets.token_urlsafe(12).replace("-", "x").replace("_", "y"), body)
+        # Registered before the first await so that the concurrency limit holds under a burst.
+        self.runs[run.id] = run
+        try:
+            now = time.time()
+            await self.hub.store.update_meta(
+                run.topic, {"agent": name, "status": "running", "updated": now, "owner": self._owner()}
+            )
+        except BaseException:
+            del self.runs[run.id]
+            raise
+        run.task = self._spawn(self._execute(run), f"ssehub-run-{run.id}")
+        return run
+
+    async def _execute(self, run: Run) -> None:
+        try:
+            await run._execute()
+        finally:
+            self.runs.pop(run.id, None)
+
+    async def info(self, run_id: str) -> TopicInfo:
+        """The run's topic, after checking that its owner is still alive."""
+        if not run_id or "/" in run_id or len(run_id) > 100:
+            raise InvalidInput(f"invalid run id {run_id[:40]!r}")
+        info = await self.hub.store.info(RUN_PREFIX + run_id)
+        if info is None or "agent" not in info.meta:
+            raise TopicNotFound(f"no run {run_id!r}")
+        return await self.check(info)
+
+    async def check(self, info: TopicInfo) -> TopicInfo:
+        """A `running` run whose owner is gone is marked failed (the error event and the close in one step)."""
+        if info.closed or self._owner_alive(info.meta.get("owner"), info.name[len(RUN_PREFIX) :]):
+            return info
+        message = "the process running this run stopped before it finished"
+        log.warning("run %s: %s; marking it failed", info.name, message)
+        try:
+            await self.hub.publish_many(info.name, [NewEvent.from_json("error", {"message": message})], close="failed")
+            await self.hub.store.update_meta(info.name, {"status": "failed", "error": message, "updated": time.time()})
+        except TopicClosed:
+            pass
+        fresh = await self.hub.store.info(info.name)
+        return fresh if fresh is not None else info
+
+    def _owner_alive(self, owner: Any, run_id: str) -> bool:
+        if not isinstance(owner, dict):
+            return False
+        if owner.get("boot") == self.boot:
+            return run_id in self.runs  # ours: alive while its task is
+        if owner.get("host") == _HOST:
+            pid = owner.get("pid")
+            if pid == os.getpid():
+                return False  # this pid, another boot: the process before us (e.g. pid 1 in a container)
+            if isinstance(pid, int) and not _pid_alive(pid):
+                return False
+        return float(owner.get("lease", 0)) > time.time()
+
+    async def cancel(self, run_id: str) -> TopicInfo:
+        info = await self.info(run_id)
+        if info.closed:
+            return info
+        run = self.runs.get(run_id)
+        if run is not None:
+            if run.cancel():
+                await asyncio.wait([run.finished], timeout=5)
+        else:
+            # Owned by another process: close it here; the owner notices at its next write or lease renewal.
+            with contextlib.suppress(TopicClosed):
+                await self.hub.publish_many(
+                    info.name,
+                    [NewEvent.from_json("cancelled", {"reason": "cancelled by the client"})],
+                    close="cancelled",
+                )
+                await self.hub.store.update_meta(info.name, {"status": "cancelled", "updated": time.time()})
+        fresh = await self.hub.store.info(info.name)
+        return fresh if fresh is not None else info
+
+    async def wait(self, run: Run) -> TopicInfo:
+        await asyncio.shield(run.finished)
+        info = await self.hub.store.info(run.topic)
+        if info is None:
+            raise TopicNotFound(f"no run {run.id!r}")
+        return info
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,139 @@
+"""Ad-hoc SSE responses (no topic) over a real socket: both styles, heartbeats, abort on disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from conftest import serve_app
+from ssehub.sse import Decoder, ServerSentEvent
+from ssehub.streaming import EventSourceResponse, EventStream
+
+
+def build() -> tuple[Starlette, dict[str, Any]]:
+    state: dict[str, Any] = {"aborted": asyncio.Event(), "closed": asyncio.Event()}
+
+    async def generator(request: Request) -> Response:
+        async def items() -> AsyncIterator[Any]:
+            yield ServerSentEvent("one", event="tick", id="1")
+            yield "plain text"
+            yield {"n": 3}
+            await asyncio.sleep(0.35)  # long enough for heartbeats
+            yield ServerSentEvent("last", event="tick", id="4")
+
+        return EventSourceResponse(items(), heartbeat=0.1, headers={"x-extra": "yes"})
+
+    async def handler(request: Request) -> Response:
+        async def write(stream: EventStream) -> None:
+            await stream.send({"hello": "world"}, event="greeting", id=1)
+            await stream.send(f"resumed after {stream.last_event_id}")
+
+        return EventSourceResponse(write)
+
+    async def endless(request: Request) -> Response:
+        async def write(stream: EventStream) -> None:
+            try:
+                n = 0
+                while True:
+                    n += 1
+                    await stream.send({"n": n}, id=n)
+                    await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                state["aborted"].set()  # "on abort"
+                raise
+            finally:
+                state["closed"].set()
+
+        return EventSourceResponse(write)
+
+    async def failing(request: Request) -> Response:
+        async def items() -> AsyncIterator[Any]:
+            yield "before"
+            raise RuntimeError("broken generator")
+
+        return EventSourceResponse(items())
+
+    app = Starlette(
+        routes=[
+            Route("/gen", generator),
+            Route("/handler", handler),
+            Route("/endless", endless),
+            Route("/failing", failing),
+        ]
+    )
+    return app, state
+
+
+async def collect(response: httpx.Response) -> tuple[list[ServerSentEvent], bytes]:
+    decoder, raw, events = Decoder(), b"", []
+    async for chunk in response.aiter_bytes():
+        raw += chunk
+        events.extend(decoder.feed(chunk))
+    return events, raw
+
+
+async def test_generator_style_with_headers_and_heartbeats() -> None:
+    app, _ = build()
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as c,
+        c.stream("GET", "/gen") as r,
+    ):
+        assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert r.headers["cache-control"] == "no-cache"
+        assert r.headers["x-accel-buffering"] == "no"
+        assert r.headers["x-extra"] == "yes"
+        events, raw = await collect(r)
+    assert raw.startswith(b": ok\nretry: 2000\n\n")
+    assert b": keep-alive\n\n" in raw
+    assert [(e.event, e.data, e.id) for e in events] == [
+        ("tick", "one", "1"),
+        ("message", "plain text", "1"),  # ids are sticky, as in every EventSource
+        ("message", '{"n":3}', "1"),
+        ("tick", "last", "4"),
+    ]
+
+
+async def test_handler_style_sees_last_event_id() -> None:
+    app, _ = build()
+    async with (
+        serve_app(app) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as c,
+        c.stream("GET", "/handler", headers={"last-event-id": "7"}) as r,
+    ):
+        events, _ = await collect(r)
+    assert json.loads(events[0].data) == {"hello": "world"} and events[0].event == "greeting"
+    assert events[1].data == "resumed after 7"
+
+
+async def test_client_disconnect_aborts_the_handler() -> None:
+    app, state = build()
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        decoder = Decoder()
+        got: list[ServerSentEvent] = []
+        async with c.stream("GET", "/endless") as r:
+            async for chunk in r.aiter_bytes():
+                got.extend(decoder.feed(chunk))
+                if len(got) >= 3:
+                    break
+        await asyncio.wait_for(state["aborted"].wait(), 5)
+        await asyncio.wait_for(state["closed"].wait(), 5)
+    assert [json.loads(e.data)["n"] for e in got[:3]] == [1, 2, 3]
+
+
+async def test_a_failing_generator_ends_the_stream_cleanly() -> None:
+    app, _ = build()
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        async with c.stream("GET", "/failing") as r:
+            assert r.status_code == 200
+            events, _ = await collect(r)
+        assert [e.data for e in events] == ["before"]
+        assert (await c.get("/handler")).status_code == 200  # the server is fine
