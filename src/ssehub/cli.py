@@ -44,6 +44,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--token", default=os.environ.get("SSEHUB_TOKEN"), help="require this bearer token to publish/close/delete"
     )
     p.add_argument(
+        "--run-grace",
+        type=float,
+        default=float(_env("RUN_GRACE", "5")),
+        help="on SIGTERM, seconds running agent runs get to finish before they are cancelled (default 5)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=int(_env("WORKERS", "1")),
@@ -66,7 +72,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         hub_config = HubConfig(
-            heartbeat=args.heartbeat, retry_ms=args.retry, max_event_bytes=args.max_event_bytes, token=args.token
+            heartbeat=args.heartbeat,
+            retry_ms=args.retry,
+            max_event_bytes=args.max_event_bytes,
+            token=args.token,
+            run_grace=args.run_grace,
         )
     except ValueError as exc:
         raise SystemExit(f"ssehub serve: {exc}") from None

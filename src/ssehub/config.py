@@ -27,6 +27,9 @@ class HubConfig:
     purge_interval: float = 60.0
     #: When set, publishing, closing and deleting need `Authorization: Bearer <token>`.
     token: str | None = None
+    #: Seconds a stopping hub lets its running agent runs finish before it cancels them. Their drained
+    #: clients reconnect (to the restarted server, or another node) and read the rest from the log.
+    run_grace: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "max_request_bytes", "max_batch", "tail_window", "page_size", "retry_ms"):
@@ -34,3 +37,5 @@ class HubConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.heartbeat <= 0 or self.purge_interval <= 0:
             raise ValueError("heartbeat and purge_interval must be positive")
+        if not 0 <= self.run_grace <= 3600:
+            raise ValueError("run_grace must be from 0 to 3600 seconds")

@@ -376,9 +376,16 @@ class RunManager:
         self._spawn(self._sweep(), "ssehub-run-sweep")
 
     async def aclose(self) -> None:
-        """Stop every run of this process: each ends `failed` ("the server stopped"), so none is left running."""
+        """Stop every run of this process: each ends `failed` ("the server stopped"), so none is left running.
+
+        With `HubConfig.run_grace`, runs first get that many seconds to finish on their own (no new run starts).
+        """
         self._stopping = True
         runs = list(self.runs.values())
+        grace = self.hub.config.run_grace
+        if runs and grace > 0:
+            await asyncio.wait([r.finished for r in runs], timeout=grace)
+            runs = [r for r in runs if not r.finished.done()]
         for run in runs:
             run.cancel("shutdown")
         if runs:
