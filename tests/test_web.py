@@ -26,3 +26,4 @@ def test_client_and_page_are_served(server: Callable[..., ServerProcess]) -> Non
     for asset in ("/_ssehub/demo/demo.js", "/_ssehub/demo/demo.css"):
         assert asset in page.text
         assert httpx.get(f"{demo.url}{asset}").status_code == 200
+    assert f"demo chat: open {demo.url}/ in a browser" in demo.output()

@@ -106,6 +106,7 @@ def _serve_workers(options: ServeOptions) -> None:
         f"ssehub serving {options.store} on http://{options.host}:{options.port} with {options.workers} workers",
         flush=True,
     )
+    _print_demo_url(options)
     uvicorn.run(
         "ssehub.server:app_from_env",
         factory=True,
@@ -120,6 +121,14 @@ def _serve_workers(options: ServeOptions) -> None:
         timeout_graceful_shutdown=5,
         backlog=4096,
     )
+
+
+def _print_demo_url(options: ServeOptions) -> None:
+    if options.demo:
+        # 0.0.0.0 and :: are where to listen, not where to browse.
+        host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+        host = f"[{host}]" if ":" in host else host
+        print(f"demo chat: open http://{host}:{options.port}/ in a browser", flush=True)
 
 
 def serve(options: ServeOptions) -> None:
@@ -144,4 +153,5 @@ def serve(options: ServeOptions) -> None:
         backlog=4096,
     )
     print(f"ssehub serving {hub.store!r} on http://{options.host}:{options.port} (pid {os.getpid()})", flush=True)
+    _print_demo_url(options)
     _DrainingServer(config, hub).run()
