@@ -157,6 +157,26 @@ async def test_subscribe_reconnects_through_a_server_restart(
     await screenshot(page, "subscribe-server-restart")
 
 
+async def test_stream_and_cancel_report_the_hubs_errors(server: Callable[..., ServerProcess], context: Any) -> None:
+    hub = server("--store", "memory://", "--demo")
+    page = await open_harness(context, hub.url)
+    errors = await page.evaluate(
+        """async () => {
+          const { stream, cancel, SSEHubError } = await import("/_ssehub/ssehub.js");
+          const caught = async (promise) => {
+            try { await promise; return null; } catch (e) { return [e instanceof SSEHubError, e.status, e.code]; }
+          };
+          return [
+            await caught(stream("/agents/no-such-agent", { message: "hi" }).done),
+            await caught(stream("/agents/chat", "not json").done),
+            await caught(cancel("no-such-run")),
+          ];
+        }"""
+    )
+    assert errors == [[True, 404, "not_found"], [True, 400, "invalid_input"], [True, 404, "not_found"]]
+    await screenshot(page, "stream-errors")
+
+
 async def test_sse_parser_follows_the_whatwg_rules(server: Callable[..., ServerProcess], context: Any) -> None:
     hub = server("--store", "memory://")
     page = await open_harness(context, hub.url)
