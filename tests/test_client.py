@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import asyncio
 import contextlib
+import json
 import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
