@@ -107,20 +107,22 @@ def _serve_workers(options: ServeOptions) -> None:
         flush=True,
     )
     _print_demo_url(options)
-    uvicorn.run(
-        "ssehub.server:app_from_env",
-        factory=True,
-        workers=options.workers,
-        host=options.host,
-        port=options.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level=options.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        backlog=4096,
-    )
+    uvicorn.run("ssehub.server:app_from_env", factory=True, workers=options.workers, **_uvicorn_options(options))
+
+
+def _uvicorn_options(options: ServeOptions) -> dict[str, Any]:
+    return {
+        "host": options.host,
+        "port": options.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "log_level": options.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        # Thousands of idle SSE clients are the normal case, not a flood.
+        "backlog": 4096,
+    }
 
 
 def _print_demo_url(options: ServeOptions) -> None:
@@ -139,19 +141,7 @@ def serve(options: ServeOptions) -> None:
         _serve_workers(options)
         return
     hub, app = build_app(options)
-    config = uvicorn.Config(
-        app,
-        host=options.host,
-        port=options.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        log_level=options.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        # Thousands of idle SSE clients are the normal case, not a flood.
-        backlog=4096,
-    )
+    config = uvicorn.Config(app, **_uvicorn_options(options))
     print(f"ssehub serving {hub.store!r} on http://{options.host}:{options.port} (pid {os.getpid()})", flush=True)
     _print_demo_url(options)
     _DrainingServer(config, hub).run()
