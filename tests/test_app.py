@@ -190,6 +190,22 @@ async def test_topics_listing(client: httpx.AsyncClient) -> None:
     assert [t["topic"] for t in r["topics"]] == ["jobs/2"] and r["next_after"] is None
 
 
+async def test_metrics_in_prometheus_text_format(client: httpx.AsyncClient, hub: Hub) -> None:
+    await publish(client, "t", {"data": 1}, {"data": 2})
+    reader = asyncio.create_task(read_sse(client, "/topics/t/events", count=1))
+    while hub.subscribers("t") < 1:
+        await asyncio.sleep(0.01)
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    lines = set(r.text.splitlines())
+    assert "ssehub_events_published_total 2.0" in lines
+    assert "ssehub_subscribers 1.0" in lines
+    assert "ssehub_active_topics 1.0" in lines
+    assert "ssehub_streams_opened_total 1.0" in lines
+    await publish(client, "t", {"data": 3})
+    await reader
+
+
 async def test_healthz(client: httpx.AsyncClient) -> None:
     r = await client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}

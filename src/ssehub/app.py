@@ -33,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 from .events import NewEvent, validate_topic
 from .exceptions import EventTooLarge, InvalidCursor, InvalidInput, SSEHubError, Unauthorized, UnsupportedMediaType
 from .hub import Hub
+from .metrics import metrics_routes
 from .responses import EventStreamResponse
 from .web import client_routes
 
@@ -277,6 +278,7 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
         Route("/healthz", healthz, methods=["GET"]),
         *agent_routes(hub),
         *client_routes(),
+        *metrics_routes(hub),
         *(extra_routes or []),
     ]
     app = Starlette(

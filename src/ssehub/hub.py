@@ -23,6 +23,7 @@ from . import sse
 from .config import HubConfig
 from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
 from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
+from .metrics import Stats
 from .stores import Change, Store, open_store
 from .tail import Tail, encode_events
 
@@ -47,6 +48,7 @@ class Hub:
         self.store = open_store(store, **store_options) if isinstance(store, str) else store
         self.config = config or HubConfig()
         self._tails: dict[str, Tail] = {}
+        self.stats = Stats()
         self._draining = asyncio.Event()
         self._started = False
         self._purger: asyncio.Task[None] | None = None
@@ -163,7 +165,9 @@ class Hub:
         self._check(events)
         if close is not None and close not in TERMINAL_STATUSES:
             raise InvalidInput(f"status must be one of {sorted(TERMINAL_STATUSES)}")
-        return await self.store.append(topic, events, idempotency_key=idempotency_key, close=close)
+        ids = await self.store.append(topic, events, idempotency_key=idempotency_key, close=close)
+        self.stats.events_published += len(ids)
+        return ids
 
     def topic(self, name: str, *, close_on_exit: bool = True) -> TopicWriter:
         """A writer for one topic. As `async with`, it closes the topic on exit:
@@ -177,6 +181,14 @@ class Hub:
         if info is None:
             raise TopicNotFound(f"no topic {topic!r}")
         return info
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(t.subscribers for t in self._tails.values())
+
+    @property
+    def active_topics(self) -> int:
+        return len(self._tails)
 
     def subscribers(self, topic: str) -> int:
         tail = self._tails.get(topic)
@@ -254,6 +266,7 @@ class Hub:
         """Hold a subscription to `topic`; `after=None` starts at the current end (new events only)."""
         validate_topic(topic)
         tail = await self._acquire(topic)
+        self.stats.streams_opened += 1
         try:
             yield Subscription(self, tail, tail.last_id if after is None else after)
         finally:
@@ -279,6 +292,7 @@ class Subscription:
             json.dumps({"first_id": first_id, "requested_after": self.cursor}), event="reset", id=first_id - 1
         )
         self.cursor = first_id - 1
+        self.hub.stats.resets_sent += 1
         return frame
 
     async def chunks(self) -> AsyncIterator[bytes]:

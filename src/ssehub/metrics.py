@@ -1,0 +1,72 @@
+"""`GET /metrics`: the hub's counters in the Prometheus text format.
+
+The hot paths only bump plain integers on `Hub.stats`; the figures are read
+when Prometheus scrapes, by a collector registered in a registry of the hub's
+own (not the process-wide default one, so several hubs in one process, as in
+tests, do not collide). With `--workers N` each process reports for itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+__all__ = ["Stats", "metrics_routes"]
+
+
+@dataclass
+class Stats:
+    """Counters since the hub started, bumped where things happen."""
+
+    events_published: int = 0
+    streams_opened: int = 0
+    resets_sent: int = 0
+
+
+class _HubCollector(Collector):
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        hub, stats = self.hub, self.hub.stats
+        yield CounterMetricFamily(
+            "ssehub_events_published",
+            "Events acknowledged to publishers by this process.",
+            value=stats.events_published,
+        )
+        yield CounterMetricFamily(
+            "ssehub_streams_opened", "SSE subscriptions opened on this process.", value=stats.streams_opened
+        )
+        yield CounterMetricFamily(
+            "ssehub_resets_sent", "Reset events sent for history that retention dropped.", value=stats.resets_sent
+        )
+        yield GaugeMetricFamily("ssehub_subscribers", "Open SSE subscriptions.", value=hub.subscriber_count)
+        yield GaugeMetricFamily(
+            "ssehub_active_topics", "Topics with subscribers on this process.", value=hub.active_topics
+        )
+        runs = GaugeMetricFamily("ssehub_runs_active", "Agent runs executing on this process.", labels=["agent"])
+        for name in hub.runs.agents:
+            runs.add_metric([name], sum(1 for r in hub.runs.runs.values() if r.agent.name == name))
+        yield runs
+        yield GaugeMetricFamily("ssehub_draining", "1 while the server is shutting down.", value=int(hub.draining))
+
+
+def metrics_routes(hub: Hub) -> list[Route]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_HubCollector(hub))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/metrics", metrics, methods=["GET"])]
