@@ -52,6 +52,7 @@ class Hub:
         self._draining = asyncio.Event()
         self._started = False
         self._purger: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self.store.add_listener(self._on_change)
         from .runs import RunManager
 
@@ -69,6 +70,7 @@ class Hub:
         self._started = True
         self._draining = asyncio.Event()
         self._purger = asyncio.create_task(self._purge_loop(), name="ssehub-purge")
+        self._ticker = asyncio.create_task(self._tick_loop(), name="ssehub-heartbeat")
         await self.runs.start()
 
     async def aclose(self) -> None:
@@ -76,11 +78,12 @@ class Hub:
             return
         self.drain()
         await self.runs.aclose()
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
-            self._purger = None
+        for task in (self._purger, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._purger = self._ticker = None
         await self.store.aclose()
         self._started = False
 
@@ -125,6 +128,14 @@ class Hub:
         from .app import create_app
 
         return create_app(self)
+
+    async def _tick_loop(self) -> None:
+        # One timer for the whole hub instead of a timeout per subscriber per wait: every half
+        # heartbeat, idle subscribers wake and send a keep-alive if they have been quiet long enough.
+        while True:
+            await asyncio.sleep(self.config.heartbeat / 2)
+            for tail in self._tails.values():
+                tail.wake()
 
     async def _purge_loop(self) -> None:
         while True:
@@ -297,6 +308,8 @@ class Subscription:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         hub, tail, config = self.hub, self.tail, self.hub.config
+        loop = asyncio.get_running_loop()
+        sent = loop.time()  # when we last wrote: a keep-alive goes out after `heartbeat` seconds of quiet
         if self.cursor > tail.last_id and hub.store.shared:
             # Another node may have appended what this one's follower has not reported yet.
             try:
@@ -324,16 +337,20 @@ class Subscription:
                 if page.events:
                     self.cursor = page.events[-1].id
                     yield encode_events(page.events)
+                    sent = loop.time()
                     continue
                 got = (b"", self.cursor)
             chunk, self.cursor = got
             if chunk:
                 yield chunk
+                sent = loop.time()
                 continue
             if tail.ended:
                 return
-            if not await tail.wait(config.heartbeat):
+            if loop.time() - sent >= config.heartbeat:
+                sent = loop.time()
                 yield b": keep-alive\n\n"
+            await tail.wait()
         yield sse.encode_retry(config.retry_ms)
 
 

@@ -3,9 +3,9 @@
 The hub keeps one `Tail` per topic that has local subscribers. Frames are
 encoded once, when the store reports the append, and every subscriber writes
 the same bytes. Ids in the window are contiguous, so a cursor maps to a list
-index with a subtraction. Subscribers wait on one shared future that is
-resolved (at most once per loop iteration, however many events arrived) and
-replaced; publishing never touches a subscriber.
+index with a subtraction. Waiting subscribers are woken by one callback
+scheduled on the first push of a loop iteration, however many events arrive
+in it; publishing itself never touches a subscriber.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Tail:
         self.deleted = False
         self.subscribers = 0
         self.loaded: asyncio.Future[None] | None = None
-        self._changed: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self._wake_scheduled = False
 
     def __repr__(self) -> str:
@@ -89,19 +89,17 @@ class Tail:
 
     def _wake_now(self) -> None:
         self._wake_scheduled = False
-        fut, self._changed = self._changed, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
-    async def wait(self, timeout: float) -> bool:
-        """Wait until something changes; False after `timeout` seconds of nothing."""
-        if self._changed is None:
-            self._changed = asyncio.get_running_loop().create_future()
-        fut = self._changed
-        try:
-            async with asyncio.timeout(timeout):
-                # Shielded: one subscriber leaving must not cancel the future the others wait on.
-                await asyncio.shield(fut)
-        except TimeoutError:
-            return False
-        return True
+    async def wait(self) -> None:
+        """Wait until something changes, or until the hub's heartbeat tick.
+
+        Each waiter has its own future: cheaper than a timeout and a shield per
+        wait on the hot path, and a waiter that is cancelled affects no other.
+        """
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
