@@ -335,3 +335,26 @@ async def test_mounted_under_a_prefix() -> None:
         assert (await c.post("/sse/topics/t/events", json={"data": 1})).json() == {"ids": [1]}
         got = await read_sse(c, "/sse/topics/t/events?after=0", count=1)
         assert got.events[0].data == "1"
+
+
+async def test_middleware_that_edits_headers_in_place_sees_fresh_ones_on_every_stream() -> None:
+    from starlette.types import Message, Receive, Scope, Send
+
+    hub = Hub("memory://")
+    inner = hub.asgi()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagging_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"x-tag", b"1"))  # in place, as some middleware does
+            await send(message)
+
+        await inner(scope, receive, tagging_send if scope["type"] == "http" else send)
+
+    app.state = inner.state  # type: ignore[attr-defined]  # serve_app drains the hub it finds there
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as c:
+        await hub.publish("t", "message", 1)
+        for _ in range(3):
+            got = await read_sse(c, "/topics/t/events?after=0", count=1)
+            assert got.headers.get_list("x-tag") == ["1"]
+            assert got.headers.get_list("content-type") == ["text/event-stream; charset=utf-8"]

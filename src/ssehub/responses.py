@@ -23,6 +23,8 @@ SSE_HEADERS: Mapping[str, str] = {
     # nginx buffers proxied responses unless told not to; SSE must arrive as it is written.
     "x-accel-buffering": "no",
 }
+# Encoded once: thousands of open streams share the one list.
+_RAW_SSE_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SSE_HEADERS.items()]
 
 
 class EventStreamResponse(Response):
@@ -45,9 +47,11 @@ class EventStreamResponse(Response):
         self.retry_ms = retry_ms
         self.status_code = 200
         self.background = None
-        self.raw_headers = [
-            (k.encode("latin-1"), v.encode("latin-1")) for k, v in {**SSE_HEADERS, **(headers or {})}.items()
-        ]
+        self.raw_headers = _RAW_SSE_HEADERS
+        if headers:
+            self.raw_headers = [
+                (k.encode("latin-1"), v.encode("latin-1")) for k, v in {**SSE_HEADERS, **headers}.items()
+            ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tg:
@@ -65,7 +69,9 @@ class EventStreamResponse(Response):
             tg.cancel_scope.cancel()
 
     async def _stream(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        # A copy: middleware such as CORS appends to the headers of the message it is given.
+        start = {"type": "http.response.start", "status": self.status_code, "headers": list(self.raw_headers)}
+        await send(start)
         await send(
             {"type": "http.response.body", "body": sse.encode(comment="ok", retry=self.retry_ms), "more_body": True}
         )
