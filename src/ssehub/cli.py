@@ -27,32 +27,32 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "serve", help="run the hub server", description="Run the hub server (environment: SSEHUB_<OPTION>)."
     )
     p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=int(_env("PORT", "8000")), help="port (default 8000)")
+    p.add_argument("--port", type=int, default=_env("PORT", "8000"), help="port (default 8000)")
     p.add_argument(
         "--store",
         default=_env("STORE", "sqlite:///ssehub.db"),
         help="memory://, sqlite:///path.db or redis://host:port/db (default sqlite:///ssehub.db)",
     )
     p.add_argument(
-        "--heartbeat", type=float, default=float(_env("HEARTBEAT", "15")), help="seconds between keep-alive comments"
+        "--heartbeat", type=float, default=_env("HEARTBEAT", "15"), help="seconds between keep-alive comments"
     )
-    p.add_argument("--retry", type=int, default=int(_env("RETRY", "2000")), help="reconnect delay hint for clients, ms")
-    p.add_argument("--max-event-bytes", type=int, default=int(_env("MAX_EVENT_BYTES", str(1024 * 1024))))
-    p.add_argument("--max-events", type=int, default=int(_env("MAX_EVENTS", "100000")), help="events kept per topic")
-    p.add_argument("--ttl", type=float, default=float(_env("TTL", "86400")), help="seconds a closed topic is kept")
+    p.add_argument("--retry", type=int, default=_env("RETRY", "2000"), help="reconnect delay hint for clients, ms")
+    p.add_argument("--max-event-bytes", type=int, default=_env("MAX_EVENT_BYTES", str(1024 * 1024)))
+    p.add_argument("--max-events", type=int, default=_env("MAX_EVENTS", "100000"), help="events kept per topic")
+    p.add_argument("--ttl", type=float, default=_env("TTL", "86400"), help="seconds a closed topic is kept")
     p.add_argument(
         "--token", default=os.environ.get("SSEHUB_TOKEN"), help="require this bearer token to publish/close/delete"
     )
     p.add_argument(
         "--run-grace",
         type=float,
-        default=float(_env("RUN_GRACE", "5")),
+        default=_env("RUN_GRACE", "5"),
         help="on SIGTERM, seconds running agent runs get to finish before they are cancelled (default 5)",
     )
     p.add_argument(
         "--workers",
         type=int,
-        default=int(_env("WORKERS", "1")),
+        default=_env("WORKERS", "1"),
         help="processes serving one port; above 1 needs a redis:// store (default 1)",
     )
     p.add_argument(

@@ -14,6 +14,7 @@ environment, and drains it on SIGTERM/SIGINT before uvicorn's own handler runs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -133,8 +134,16 @@ def _print_demo_url(options: ServeOptions) -> None:
         print(f"demo chat: open http://{host}:{options.port}/ in a browser", flush=True)
 
 
+async def _check_store(url: str) -> None:
+    store = open_store(url)
+    await store.start()
+    await store.aclose()
+
+
 def serve(options: ServeOptions) -> None:
     logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Open the store once before uvicorn does, so that a wrong path or URL is a one-line error, not a traceback.
+    asyncio.run(_check_store(options.store))
     if options.workers < 1:
         raise InvalidInput("--workers must be at least 1")
     if options.workers > 1:

@@ -100,12 +100,12 @@ class SQLiteStore(Store):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path)
             conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="ssehub-sqlite-writer", daemon=True)
         self._writer.start()
