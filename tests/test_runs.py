@@ -415,3 +415,29 @@ async def test_a_result_too_large_to_store_fails_the_run() -> None:
         assert "above the limit" in doc["error"]["message"]
         events = await read_all(c, "GET", f"/runs/{doc['id']}/events")
         assert [e.event for e in events] == ["error"]
+
+
+async def test_idempotency_key_on_agent_calls_starts_one_run() -> None:
+    hub = make_hub()
+    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        key = {"idempotency-key": "call-1"}
+        first = await c.post("/agents/echo", json={"q": 1}, headers={**key, "prefer": "respond-async"})
+        assert first.status_code == 202
+        run_id = first.headers["x-run-id"]
+        # The same call retried in each form finds the same run; nothing new starts.
+        again = await c.post("/agents/echo", json={"q": 1}, headers=key)
+        assert again.status_code == 200 and again.json()["id"] == run_id
+        assert again.json()["status"] == "completed" and again.json()["result"]["q"] == 1
+        events = await read_all(c, "POST", "/agents/echo", json={"q": 1}, headers={**key, **SSE})
+        assert events[-1].event == "done" and [e.id for e in events] == [str(i) for i in range(1, len(events) + 1)]
+        late = await c.post("/agents/echo", json={"q": 1}, headers={**key, "prefer": "respond-async"})
+        assert late.headers["x-run-id"] == run_id and late.json()["status"] == "completed"
+        # Concurrent retries of another call: one run between them.
+        key2 = {"idempotency-key": "call-2"}
+        answers = await asyncio.gather(*(c.post("/agents/echo", json={"q": 2}, headers=key2) for _ in range(5)))
+        assert len({a.json()["id"] for a in answers}) == 1
+        assert {a.json()["status"] for a in answers} == {"completed"}
+        runs = (await c.get("/topics?prefix=runs/")).json()["topics"]
+        assert len(runs) == 2
+        bad = await c.post("/agents/echo", json={}, headers={"idempotency-key": "x" * 201})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_input"

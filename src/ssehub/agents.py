@@ -1,7 +1,8 @@
 """The HTTP interface of agent runs.
 
     GET  /agents                 the registered agents
-    POST /agents/{name}          start a run; the answer depends on what the client asks for:
+    POST /agents/{name}          start a run (an Idempotency-Key makes a retried call find the same run);
+                                 the answer depends on what the client asks for:
                                    Accept: text/event-stream  -> the run's events as SSE (X-Run-Id, Location)
                                    Prefer: respond-async      -> 202, Location: /runs/{id}, {"id", "status"}
                                    otherwise                  -> wait; 200 with the run document
@@ -24,11 +25,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from .app import parse_cursor, read_body
+from .app import idempotency_key, parse_cursor, read_body
 from .exceptions import InvalidInput, TooManyRequests
 from .hub import Hub
 from .responses import EventStreamResponse
-from .runs import RunManager, run_document
+from .runs import RUN_PREFIX, Run, RunManager, run_document
 
 __all__ = ["agent_routes"]
 
@@ -77,23 +78,27 @@ def agent_routes(hub: Hub) -> list[BaseRoute]:
     async def start(request: Request) -> Response:
         name = request.path_params["name"]
         body = await _body(request, hub.config.max_request_bytes)
+        key = idempotency_key(request)
         try:
-            run = await manager.start_run(name, body)
+            started = await manager.start_run(name, body, idempotency_key=key)
         except TooManyRequests as exc:
             return JSONResponse(
                 {"error": {"code": exc.code, "message": exc.message}}, status_code=429, headers={"retry-after": "1"}
             )
-        location = _run_url(request, run.id)
-        headers = {"x-run-id": run.id, "location": location}
+        # A repeated Idempotency-Key answers with the run the first call started, in whatever form is asked for.
+        run_id = started if isinstance(started, str) else started.id
+        location = _run_url(request, run_id)
+        headers = {"x-run-id": run_id, "location": location}
         if "text/event-stream" in request.headers.get("accept", ""):
-            return _RunStream(hub, run.topic, 0, headers)  # type: ignore[return-value]
+            return _RunStream(hub, RUN_PREFIX + run_id, 0, headers)  # type: ignore[return-value]
         if "respond-async" in request.headers.get("prefer", "").lower():
+            status = "running" if isinstance(started, Run) else run_document(await manager.info(run_id))["status"]
             return JSONResponse(
-                {"id": run.id, "status": "running", "events_url": f"{location}/events"},
+                {"id": run_id, "status": status, "events_url": f"{location}/events"},
                 status_code=202,
                 headers={**headers, "preference-applied": "respond-async"},
             )
-        info = await manager.wait(run)
+        info = await manager.wait(started) if isinstance(started, Run) else await manager.wait_for(run_id)
         return JSONResponse(run_document(info, _prefix(request)), headers=headers)
 
     async def get_run(request: Request) -> Response:

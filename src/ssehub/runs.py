@@ -32,7 +32,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from .events import NewEvent, TopicInfo
 from .exceptions import InvalidInput, SSEHubError, TooManyRequests, TopicClosed, TopicNotFound
@@ -433,7 +433,18 @@ class RunManager:
 
     # -- runs ------------------------------------------------------------------------------------------------------
 
-    async def start_run(self, name: str, body: dict[str, Any]) -> Run:
+    @overload
+    async def start_run(self, name: str, body: dict[str, Any]) -> Run: ...
+
+    @overload
+    async def start_run(self, name: str, body: dict[str, Any], *, idempotency_key: str | None) -> Run | str: ...
+
+    async def start_run(self, name: str, body: dict[str, Any], *, idempotency_key: str | None = None) -> Run | str:
+        """Start a run of agent `name`; return it, or with an `idempotency_key` used before, the id of that run.
+
+        The key is claimed in the store (an append with that idempotency key to the topic `agents/{name}/keys`),
+        so the same call retried, here or on another node, starts one run and learns its id.
+        """
         agent = self.agents.get(name)
         if agent is None:
             raise TopicNotFound(f"no agent {name!r}")
@@ -449,6 +460,11 @@ class RunManager:
         # Registered before the first await so that the concurrency limit holds under a burst.
         self.runs[run.id] = run
         try:
+            if idempotency_key is not None:
+                winner = await self._claim(name, idempotency_key, run.id)
+                if winner != run.id:
+                    del self.runs[run.id]
+                    return winner
             now = time.time()
             await self.hub.store.update_meta(
                 run.topic, {"agent": name, "status": "running", "updated": now, "owner": self._owner()}
@@ -458,6 +474,26 @@ class RunManager:
             raise
         run.task = self._spawn(self._execute(run), f"ssehub-run-{run.id}")
         return run
+
+    async def _claim(self, agent: str, key: str, run_id: str) -> str:
+        """The id of the run that owns `key`: `run_id` if this call claimed it first."""
+        topic = f"agents/{agent}/keys"
+        ids = await self.hub.store.append(topic, [NewEvent("run", run_id)], idempotency_key=key)
+        page = await self.hub.store.read(topic, ids[0] - 1, 1)
+        if page is None or not page.events or page.events[0].id != ids[0]:
+            raise InvalidInput(f"Idempotency-Key {key!r} was used for a run that retention has since dropped")
+        return page.events[0].data
+
+    async def wait_for(self, run_id: str) -> TopicInfo:
+        """Wait until the run ends, wherever it runs, and return its final state."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            return await self.wait(run)
+        info = await self.info(run_id)
+        async with self.hub.subscription(info.name, after=info.last_id) as sub:
+            async for _ in sub.chunks():  # ends when the run's topic closes (or the server drains)
+                pass
+        return await self.info(run_id)
 
     async def _execute(self, run: Run) -> None:
         try:
