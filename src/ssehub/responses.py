@@ -7,9 +7,10 @@ keeps running for a client that is gone), or when sending fails.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Mapping
+from typing import Any
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -54,19 +55,28 @@ class EventStreamResponse(Response):
             ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tg:
+        # A plain asyncio watcher rather than a task group: an idle stream is the common case, and
+        # thousands of them make every object per stream count. The watcher cancels the writer when
+        # the client disconnects and then finishes normally, which tells that cancel from any other.
+        writer = asyncio.current_task()
+        assert writer is not None
+        watcher = asyncio.ensure_future(self._watch_disconnect(receive, writer))
+        try:
+            await self._stream(send)
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise  # cancelled from outside (the server is stopping): not ours to swallow
+            writer.uncancel()
+        except OSError:  # the client went away while we were writing
+            pass
+        finally:
+            watcher.cancel()
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch_disconnect)
-            try:
-                await self._stream(send)
-            except OSError:  # the client went away while we were writing
-                pass
-            tg.cancel_scope.cancel()
+    @staticmethod
+    async def _watch_disconnect(receive: Receive, writer: asyncio.Task[Any]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        writer.cancel()
 
     async def _stream(self, send: Send) -> None:
         # A copy: middleware such as CORS appends to the headers of the message it is given.
