@@ -23,31 +23,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
 
-from .app import idempotency_key, parse_cursor, read_body
+from .app import SubscribeResponse, idempotency_key, read_body, request_cursor
 from .exceptions import InvalidInput, TooManyRequests
 from .hub import Hub
-from .responses import EventStreamResponse
 from .runs import RUN_PREFIX, Run, RunManager, run_document
 
 __all__ = ["agent_routes"]
-
-
-class _RunStream:
-    """Streams a run's topic for as long as the response lasts; the run itself does not depend on it."""
-
-    def __init__(self, hub: Hub, topic: str, after: int, headers: dict[str, str]) -> None:
-        self.hub, self.topic, self.after, self.headers = hub, topic, after, headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with self.hub.subscription(self.topic, self.after) as sub:
-            if sub.finished:
-                # 204 tells EventSource to stop reconnecting: the run has ended and everything was read.
-                await Response(status_code=204, headers=self.headers)(scope, receive, send)
-                return
-            stream = EventStreamResponse(sub.chunks(), retry_ms=self.hub.config.retry_ms, headers=self.headers)
-            await stream(scope, receive, send)
 
 
 def _prefix(request: Request) -> str:
@@ -90,7 +72,7 @@ def agent_routes(hub: Hub) -> list[BaseRoute]:
         location = _run_url(request, run_id)
         headers = {"x-run-id": run_id, "location": location}
         if "text/event-stream" in request.headers.get("accept", ""):
-            return _RunStream(hub, RUN_PREFIX + run_id, 0, headers)  # type: ignore[return-value]
+            return SubscribeResponse(hub, RUN_PREFIX + run_id, 0, headers)  # type: ignore[return-value]
         if "respond-async" in request.headers.get("prefer", "").lower():
             status = "running" if isinstance(started, Run) else run_document(await manager.info(run_id))["status"]
             return JSONResponse(
@@ -107,11 +89,9 @@ def agent_routes(hub: Hub) -> list[BaseRoute]:
 
     async def events(request: Request) -> Response:
         info = await manager.info(request.path_params["run_id"])
-        header = parse_cursor(request.headers.get("last-event-id"), "Last-Event-ID")
-        query = parse_cursor(request.query_params.get("after"), "after")
-        after = header if header is not None else query
+        after = request_cursor(request)
         headers = {"x-run-id": request.path_params["run_id"]}
-        return _RunStream(hub, info.name, after or 0, headers)  # type: ignore[return-value]
+        return SubscribeResponse(hub, info.name, after or 0, headers)  # type: ignore[return-value]
 
     async def cancel(request: Request) -> Response:
         run_id = request.path_params["run_id"]

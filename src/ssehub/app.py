@@ -143,20 +143,27 @@ def idempotency_key(request: Request) -> str | None:
 # -- the app -------------------------------------------------------------------------------------------------
 
 
-class _Subscribe:
-    """Holds a subscription for exactly as long as its response streams."""
+class SubscribeResponse:
+    """Holds a subscription for exactly as long as its response streams (topics and runs alike)."""
 
-    def __init__(self, hub: Hub, topic: str, after: int | None) -> None:
-        self.hub, self.topic, self.after = hub, topic, after
+    def __init__(self, hub: Hub, topic: str, after: int | None, headers: dict[str, str] | None = None) -> None:
+        self.hub, self.topic, self.after, self.headers = hub, topic, after, headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with self.hub.subscription(self.topic, self.after) as sub:
             if sub.finished:
                 # 204 tells EventSource to stop reconnecting: there is nothing more, ever.
-                await Response(status_code=204)(scope, receive, send)
+                await Response(status_code=204, headers=self.headers)(scope, receive, send)
                 return
-            stream = EventStreamResponse(sub.chunks(), retry_ms=self.hub.config.retry_ms)
+            stream = EventStreamResponse(sub.chunks(), retry_ms=self.hub.config.retry_ms, headers=self.headers)
             await stream(scope, receive, send)
+
+
+def request_cursor(request: Request) -> int | None:
+    """The cursor a subscriber asks for: `Last-Event-ID`, else `?after=`, else None."""
+    header = parse_cursor(request.headers.get("last-event-id"), "Last-Event-ID")
+    # A reconnecting EventSource sends Last-Event-ID but keeps the original ?after=: the header is newer.
+    return header if header is not None else parse_cursor(request.query_params.get("after"), "after")
 
 
 def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_hub: bool = True) -> Starlette:
@@ -184,14 +191,11 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
 
     async def events(request: Request) -> Response:
         topic = topic_of(request)
-        header = parse_cursor(request.headers.get("last-event-id"), "Last-Event-ID")
-        query = parse_cursor(request.query_params.get("after"), "after")
-        # A reconnecting EventSource sends Last-Event-ID but keeps the original ?after=: the header is newer.
-        after = header if header is not None else query
+        after = request_cursor(request)
         accept = request.headers.get("accept", "")
         if "application/json" in accept and "text/event-stream" not in accept:
             return await page(topic, after, request)
-        return _Subscribe(hub, topic, after)  # type: ignore[return-value]
+        return SubscribeResponse(hub, topic, after)  # type: ignore[return-value]
 
     async def page(topic: str, after: int | None, request: Request) -> Response:
         limit = parse_limit(request.query_params.get("limit"), 100, config.page_size)
