@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from .events import NewEvent, validate_topic
@@ -285,6 +285,11 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
         *metrics_routes(hub),
         *(extra_routes or []),
     ]
+    if config.durable_prefix is not None:
+        from .durable_http import DurableStreams
+
+        durable = DurableStreams(hub, prefix=config.durable_prefix, long_poll_timeout=config.long_poll_timeout)
+        routes.append(Mount(config.durable_prefix, app=durable))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

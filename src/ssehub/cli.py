@@ -50,6 +50,17 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="on SIGTERM, seconds running agent runs get to finish before they are cancelled (default 5)",
     )
     p.add_argument(
+        "--durable-prefix",
+        default=_env("DURABLE_PREFIX", "/v1/stream"),
+        help="serve the Durable Streams protocol at PREFIX/{topic} (default /v1/stream; 'off': not at all)",
+    )
+    p.add_argument(
+        "--long-poll-timeout",
+        type=float,
+        default=_env("LONG_POLL_TIMEOUT", "15"),
+        help="seconds a Durable Streams long-poll waits for data (default 15)",
+    )
+    p.add_argument(
         "--workers",
         type=int,
         default=_env("WORKERS", "1"),
@@ -77,6 +88,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_event_bytes=args.max_event_bytes,
             token=args.token,
             run_grace=args.run_grace,
+            durable_prefix=None if args.durable_prefix in ("", "off") else args.durable_prefix,
+            long_poll_timeout=args.long_poll_timeout,
         )
     except ValueError as exc:
         raise SystemExit(f"ssehub serve: {exc}") from None

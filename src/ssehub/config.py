@@ -30,6 +30,10 @@ class HubConfig:
     #: Seconds a stopping hub lets its running agent runs finish before it cancels them. Their drained
     #: clients reconnect (to the restarted server, or another node) and read the rest from the log.
     run_grace: float = 0.0
+    #: Where the Durable Streams protocol is served (`{prefix}/{topic}`); None: not served.
+    durable_prefix: str | None = "/v1/stream"
+    #: Seconds a Durable Streams long-poll waits for data before it answers 204.
+    long_poll_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "max_request_bytes", "max_batch", "tail_window", "page_size", "retry_ms"):
@@ -39,3 +43,11 @@ class HubConfig:
             raise ValueError("heartbeat and purge_interval must be positive")
         if not 0 <= self.run_grace <= 3600:
             raise ValueError("run_grace must be from 0 to 3600 seconds")
+        if not 0 < self.long_poll_timeout <= 300:
+            raise ValueError("long_poll_timeout must be above 0 and at most 300 seconds")
+        if self.durable_prefix is not None and not (
+            self.durable_prefix.startswith("/")
+            and len(self.durable_prefix) > 1
+            and not self.durable_prefix.endswith("/")
+        ):
+            raise ValueError("durable_prefix must look like /v1/stream")

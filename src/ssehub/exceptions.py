@@ -8,6 +8,8 @@
     │   └── UnsupportedMediaType
     ├── TopicNotFound           the topic (or run) does not exist
     ├── TopicClosed             publishing to a topic that was closed
+    ├── Conflict                the request contradicts the resource's state (Durable Streams: a 409)
+    ├── Gone                    the resource is gone for good, or the history asked for is (a 410)
     ├── Unauthorized            missing or wrong credentials
     │   └── Forbidden           (client side) the credentials do not allow this
     ├── TooManyRequests         a limit on concurrent work was reached
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 __all__ = [
     "AgentError",
+    "Conflict",
+    "Gone",
     "UpstreamError",
     "EventTooLarge",
     "Forbidden",
@@ -101,6 +105,20 @@ class TopicClosed(SSEHubError):
 
     status = 409
     code = "topic_closed"
+
+
+class Conflict(SSEHubError):
+    """The request contradicts the current state of the resource."""
+
+    status = 409
+    code = "conflict"
+
+
+class Gone(SSEHubError):
+    """The resource, or the part of it asked for, is gone for good."""
+
+    status = 410
+    code = "gone"
 
 
 class Unauthorized(SSEHubError):

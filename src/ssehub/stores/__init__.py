@@ -10,11 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import InvalidInput
-from .base import Change, Page, Store
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
-__all__ = ["Change", "MemoryStore", "Page", "SQLiteStore", "Store", "open_store"]
+__all__ = [
+    "Appended",
+    "Change",
+    "Created",
+    "MemoryStore",
+    "Page",
+    "Producer",
+    "SQLiteStore",
+    "Store",
+    "StreamState",
+    "open_store",
+]
 
 
 def open_store(url: str, **options: Any) -> Store:

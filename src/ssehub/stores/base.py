@@ -13,11 +13,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..events import Event, NewEvent, TopicInfo
 
-__all__ = ["Change", "Listener", "Page", "Store"]
+__all__ = ["Appended", "Change", "Created", "Listener", "Page", "Producer", "Store", "StreamState", "check_producer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +134,148 @@ class Store(ABC):
     @abstractmethod
     async def purge(self) -> int:
         """Delete topics closed more than `ttl` seconds ago and expired idempotency keys; return topics deleted."""
+
+    # -- Durable Streams ----------------------------------------------------------------------------------
+    # A Durable Streams stream is a topic whose metadata key "durable" holds its configuration (content
+    # type, TTL, expiry, fork origin) and whose events are its appends. What the protocol needs atomically
+    # lives here: create with a configuration, append under conditions (Stream-Seq, idempotent producers,
+    # close), expiry, soft delete, and the pins that forks hold on their sources. A fork shares its
+    # source's history instead of copying it: its own events start at `base + 1` and ids up to `base` are
+    # read from the source, which may not be deleted for good while a fork pins it (see durable_http).
+    # Each operation touches one topic's state only, so it is one script on a Redis Cluster hash slot.
+
+    @abstractmethod
+    async def stream_state(self, topic: str) -> StreamState | None:
+        """The topic with its Durable Streams state, None if there is no such topic."""
+
+    @abstractmethod
+    async def create_stream(
+        self,
+        topic: str,
+        meta: dict[str, Any],
+        events: Sequence[NewEvent],
+        *,
+        closed: bool,
+        deadline: float | None,
+        base: int = 0,
+        forked_from: str | None = None,
+    ) -> Created:
+        """Create the topic with `meta`, ids starting after `base`, and `events`, closed if asked.
+
+        A topic that exists is left alone ("exists"); one that is soft-deleted, or has expired while
+        forks pin it, is "gone". One that has expired otherwise is replaced; `released` then names the
+        source the old one pinned, which the caller unpins.
+        """
+
+    @abstractmethod
+    async def append_stream(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        seq: str | None = None,
+        producer: Producer | None = None,
+        close: bool = False,
+        renew: float | None = None,
+    ) -> Appended:
+        """Append `events` (none: close only) if the conditions hold, all in one step.
+
+        In order: a missing or expired topic is "not_found", a soft-deleted one "gone"; an idempotent
+        producer's claim is checked (a retry of what is stored is "duplicate", also on a closed topic);
+        a closed topic is "closed"; a `seq` not above the last one (byte-wise) is "seq_conflict".
+        `renew` is the new expiry of a stream with a sliding TTL.
+        """
+
+    @abstractmethod
+    async def touch_stream(self, topic: str, deadline: float) -> None:
+        """Move a live stream's expiry to `deadline` (a read of a stream with a sliding TTL)."""
+
+    @abstractmethod
+    async def delete_stream(self, topic: str) -> Literal["deleted", "soft", "not_found", "gone"]:
+        """Delete the topic, or soft-delete it while forks pin it ("soft"); an expired topic is
+        collected and "not_found". A deleted fork unpins its source, which may cascade."""
+
+    @abstractmethod
+    async def pin_source(self, source: str, fork: str) -> StreamState | None:
+        """Record that `fork` reads `source`'s history, and return the source's state: None if it does
+        not exist or has expired, `deleted` if it is soft-deleted (then nothing is recorded)."""
+
+    @abstractmethod
+    async def unpin_source(self, source: str, fork: str) -> None:
+        """Forget a pin; a source soft-deleted or expired and pinned by nothing more is collected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Producer:
+    """An idempotent producer's claim on an append: its id, epoch and sequence number."""
+
+    id: str
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """A topic as a Durable Streams stream."""
+
+    info: TopicInfo
+    #: When the stream expires (Unix seconds): its sliding TTL's or its Expires-At; None: never.
+    deadline: float | None = None
+    #: Soft-deleted: gone for clients, kept for the forks that read its history.
+    deleted: bool = False
+    #: How many forks pin it.
+    forks: int = 0
+
+    def dead(self, now: float) -> bool:
+        return self.deleted or (self.deadline is not None and self.deadline <= now)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    outcome: Literal["created", "exists", "gone"]
+    state: StreamState
+    ids: tuple[int, ...] = ()
+    released: str | None = None
+
+
+AppendOutcome = Literal[
+    "ok", "duplicate", "closed", "not_found", "gone", "seq_conflict", "stale_epoch", "bad_epoch_seq", "seq_gap"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What came of an append: its ids, the topic's end, and for a producer its epoch and sequence.
+
+    `epoch` is the producer's current epoch (the one to echo, or the one that fenced it), `seq` the
+    highest sequence accepted in it, or for "seq_gap" the one expected.
+    """
+
+    outcome: AppendOutcome
+    last_id: int = 0
+    closed: bool = False
+    ids: tuple[int, ...] = ()
+    epoch: int | None = None
+    seq: int | None = None
+
+
+def check_producer(
+    state: tuple[int, int] | None, claim: Producer
+) -> tuple[Literal["accept", "duplicate", "stale_epoch", "bad_epoch_seq", "seq_gap"], int, int]:
+    """Kafka-style idempotent producers: the verdict on `claim` given the stored (epoch, last seq).
+
+    Returns the verdict and the (epoch, seq) to answer with. The Redis store's append script
+    implements the same table in Lua; the contract tests hold the two together.
+    """
+    if state is None:
+        return ("accept", claim.epoch, claim.seq) if claim.seq == 0 else ("seq_gap", claim.epoch, 0)
+    epoch, last = state
+    if claim.epoch < epoch:
+        return "stale_epoch", epoch, last
+    if claim.epoch > epoch:
+        return ("accept", claim.epoch, 0) if claim.seq == 0 else ("bad_epoch_seq", epoch, last)
+    if claim.seq <= last:
+        return "duplicate", epoch, last
+    if claim.seq == last + 1:
+        return "accept", epoch, claim.seq
+    return "seq_gap", epoch, last + 1

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from ..events import Event, NewEvent, TopicInfo
 from ..exceptions import TopicClosed, TopicNotFound
-from .base import Change, Page, Store
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer
 
 __all__ = ["MemoryStore"]
 
@@ -18,6 +18,19 @@ class _Topic:
     info: TopicInfo
     events: list[Event] = field(default_factory=list)
     keys: dict[str, tuple[list[int], float]] = field(default_factory=dict)
+    durable: _Durable = field(default_factory=lambda: _Durable())
+
+
+@dataclass
+class _Durable:
+    """A topic's Durable Streams state (see Store.create_stream)."""
+
+    deadline: float | None = None
+    deleted: bool = False
+    last_seq: str | None = None
+    producers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    forks: set[str] = field(default_factory=set)
+    source: str | None = None
 
 
 class MemoryStore(Store):
@@ -105,12 +118,163 @@ class MemoryStore(Store):
     async def purge(self) -> int:
         now = self.now()
         gone = [
-            n for n, t in self._topics.items() if t.info.closed_at is not None and t.info.closed_at + self.ttl <= now
+            n
+            for n, t in self._topics.items()
+            if t.info.closed_at is not None and t.info.closed_at + self.ttl <= now and not t.durable.forks
         ]
         for name in gone:
             await self.delete_topic(name)
+        expired = [n for n, t in self._topics.items() if self._state(t).dead(now) and not t.durable.forks]
+        for name in expired:
+            self._drop(name)
+        gone += expired
         for t in self._topics.values():
             expired = [k for k, (_, at) in t.keys.items() if at + self.key_ttl <= now]
             for k in expired:
                 del t.keys[k]
         return len(gone)
+
+    # -- Durable Streams -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _state(t: _Topic) -> StreamState:
+        d = t.durable
+        return StreamState(t.info, d.deadline, d.deleted, len(d.forks))
+
+    def _live(self, topic: str) -> _Topic | None:
+        """The topic, unless it has expired: then it is collected, or soft-deleted while pinned."""
+        t = self._topics.get(topic)
+        if t is None or t.durable.deleted or not self._state(t).dead(self.now()):
+            return t
+        if t.durable.forks:
+            t.durable.deleted = True
+            return t
+        self._drop(topic)
+        return None
+
+    def _drop(self, topic: str) -> None:
+        """Delete for good, and unpin the source it forked from (which may cascade)."""
+        t = self._topics.pop(topic, None)
+        if t is None:
+            return
+        self._notify(Change(topic, deleted=True))
+        source = self._topics.get(t.durable.source) if t.durable.source else None
+        if source is not None and t.durable.source is not None:
+            source.durable.forks.discard(topic)
+            if not source.durable.forks and self._state(source).dead(self.now()):
+                self._drop(t.durable.source)
+
+    async def stream_state(self, topic: str) -> StreamState | None:
+        t = self._topics.get(topic)
+        return None if t is None else self._state(t)
+
+    async def create_stream(
+        self,
+        topic: str,
+        meta: dict[str, Any],
+        events: Sequence[NewEvent],
+        *,
+        closed: bool,
+        deadline: float | None,
+        base: int = 0,
+        forked_from: str | None = None,
+    ) -> Created:
+        now = self.now()
+        released = None
+        old = self._topics.get(topic)
+        if old is not None:
+            if not self._state(old).dead(now):
+                return Created("exists", self._state(old))
+            if old.durable.forks or old.durable.deleted:
+                old.durable.deleted = True
+                return Created("gone", self._state(old))
+            released = old.durable.source
+            self._drop(topic)
+        info = TopicInfo(topic, last_id=base, first_id=base + 1, created=now, updated=now, meta=dict(meta))
+        t = self._topics[topic] = _Topic(info, durable=_Durable(deadline=deadline, source=forked_from))
+        stored = tuple(Event(base + 1 + i, e.event, e.data, now) for i, e in enumerate(events))
+        t.events.extend(stored)
+        t.info = replace(info, last_id=base + len(stored))
+        if closed:
+            t.info = replace(t.info, status="completed", closed_at=now)
+        if stored or closed:
+            self._notify(Change(topic, stored, "completed" if closed else None))
+        return Created("created", self._state(t), tuple(e.id for e in stored), released)
+
+    async def append_stream(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        seq: str | None = None,
+        producer: Producer | None = None,
+        close: bool = False,
+        renew: float | None = None,
+    ) -> Appended:
+        t = self._live(topic)
+        if t is None:
+            return Appended("not_found")
+        d, info = t.durable, t.info
+        if d.deleted:
+            return Appended("gone", info.last_id, info.closed)
+        epoch = pseq = None
+        if producer is not None:
+            verdict, epoch, pseq = check_producer(d.producers.get(producer.id), producer)
+            if verdict == "duplicate" or (info.closed and verdict != "accept"):
+                outcome: Literal["duplicate", "closed"] = "duplicate" if verdict == "duplicate" else "closed"
+                return Appended(outcome, info.last_id, info.closed, epoch=epoch, seq=pseq)
+            if verdict != "accept":
+                return Appended(verdict, info.last_id, info.closed, epoch=epoch, seq=pseq)
+        if info.closed:
+            return Appended("closed", info.last_id, True)
+        if seq is not None and d.last_seq is not None and seq <= d.last_seq:
+            return Appended("seq_conflict", info.last_id, False)
+        if events:
+            ids = await self.append(topic, events, close="completed" if close else None)
+        else:
+            ids = []
+            if close:
+                await self.close_topic(topic, "completed")
+        if producer is not None and epoch is not None and pseq is not None:
+            d.producers[producer.id] = (epoch, pseq)
+        if seq is not None:
+            d.last_seq = seq
+        if renew is not None:
+            d.deadline = renew
+        return Appended("ok", t.info.last_id, t.info.closed, tuple(ids), epoch, pseq)
+
+    async def touch_stream(self, topic: str, deadline: float) -> None:
+        t = self._live(topic)
+        if t is not None and not t.durable.deleted:
+            t.durable.deadline = deadline
+
+    async def delete_stream(self, topic: str) -> Literal["deleted", "soft", "not_found", "gone"]:
+        t = self._topics.get(topic)
+        if t is None:
+            return "not_found"
+        if t.durable.deleted:
+            return "gone"
+        if self._live(topic) is not t or t.durable.deleted:
+            return "not_found"  # it had expired
+        if t.durable.forks:
+            t.durable.deleted = True
+            self._notify(Change(topic, deleted=True))
+            return "soft"
+        self._drop(topic)
+        return "deleted"
+
+    async def pin_source(self, source: str, fork: str) -> StreamState | None:
+        t = self._live(source)
+        if t is None:
+            return None
+        if not t.durable.deleted:
+            t.durable.forks.add(fork)
+        return self._state(t)
+
+    async def unpin_source(self, source: str, fork: str) -> None:
+        t = self._topics.get(source)
+        if t is None:
+            return
+        t.durable.forks.discard(fork)
+        if not t.durable.forks and self._state(t).dead(self.now()):
+            self._drop(source)

@@ -36,7 +36,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -46,7 +46,7 @@ from redis.retry import Retry
 
 from ..events import Event, NewEvent, TopicInfo
 from ..exceptions import InvalidInput, StoreUnavailable, TopicClosed, TopicNotFound
-from .base import Change, Page, Store
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState
 
 __all__ = ["RedisStore"]
 
@@ -154,6 +154,228 @@ return gone
 """
 
 
+# -- Durable Streams (see Store.create_stream) ------------------------------------------------------------
+# Every script takes the stream's own keys only -- KEYS: topic hash, log, metadata, durable hash -- so on a
+# Redis Cluster they live in one hash slot. A fork and its source are different topics: a fork's creation
+# is one script on the source (the pin) and one on the fork, and a delete cascades one script per topic.
+#
+#   {p}durable:{name}  hash  gen (the topic incarnation it belongs to; a stale hash is wiped),
+#                            deadline (ms), deleted, seq (last Stream-Seq), source, forks (pin count),
+#                            f:{fork} (a pin), p:{producer} ("epoch:seq")
+#
+# A stream that nothing pins expires by itself: its keys get PEXPIREAT at the earlier of its deadline and
+# its close plus the closed-topic TTL; a pinned one is kept (PERSIST) until its last fork lets it go.
+_DURABLE_LIB = """
+local now_ms = tonumber(ARGV[1])
+local function current()
+  local gen = redis.call('HGET', KEYS[1], 'gen')
+  if not gen then return false end
+  if redis.call('HGET', KEYS[4], 'gen') ~= gen then
+    redis.call('DEL', KEYS[4])
+    redis.call('HSET', KEYS[4], 'gen', gen)
+  end
+  return true
+end
+local function forks() return tonumber(redis.call('HGET', KEYS[4], 'forks') or '0') end
+local function expired()
+  local deadline = redis.call('HGET', KEYS[4], 'deadline')
+  return deadline ~= false and tonumber(deadline) <= now_ms
+end
+local function deleted() return redis.call('HGET', KEYS[4], 'deleted') == '1' end
+local function arm(close_ttl_ms)
+  local at = nil
+  if forks() == 0 then
+    local deadline = redis.call('HGET', KEYS[4], 'deadline')
+    if deadline then at = tonumber(deadline) end
+    local closed_at = redis.call('HGET', KEYS[1], 'closed_at')
+    if closed_at then
+      local c = math.floor(tonumber(closed_at) * 1000) + close_ttl_ms
+      if at == nil or c < at then at = c end
+    end
+  end
+  for i = 1, 4 do
+    if at then redis.call('PEXPIREAT', KEYS[i], math.max(at, now_ms + 1)) else redis.call('PERSIST', KEYS[i]) end
+  end
+end
+local function drop(marker_ttl_ms)
+  local last = redis.call('HGET', KEYS[1], 'last_id')
+  local source = redis.call('HGET', KEYS[4], 'source') or ''
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+  -- The marker tells other nodes' readers, as a delete through ssehub's own interface does.
+  redis.call('XADD', KEYS[2], last .. '-2', 'x', 'deleted')
+  redis.call('PEXPIRE', KEYS[2], marker_ttl_ms)
+  return source
+end
+"""
+
+_DURABLE_SCRIPTS = {
+    # ARGV: now_ms, now, closed, deadline_ms, base, gen, source, close_ttl_ms, number of metadata fields,
+    # then metadata field and JSON pairs, then event name and data pairs.
+    "create": _DURABLE_LIB
+    + """
+local released = ''
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  current()
+  if not deleted() and not expired() then return {'exists'} end
+  if deleted() or forks() > 0 then
+    redis.call('HSET', KEYS[4], 'deleted', '1')
+    return {'gone'}
+  end
+  released = redis.call('HGET', KEYS[4], 'source') or ''
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+local base = tonumber(ARGV[5])
+local nmeta = tonumber(ARGV[9])
+local first_event = 10 + 2 * nmeta
+local n = (#ARGV - first_event + 1) / 2
+redis.call('HSET', KEYS[1], 'last_id', base + n, 'first_id', base + 1, 'status', 'open',
+           'created', ARGV[2], 'updated', ARGV[2], 'gen', ARGV[6])
+for i = 0, nmeta - 1 do redis.call('HSET', KEYS[3], ARGV[10 + 2 * i], ARGV[11 + 2 * i]) end
+for i = 0, n - 1 do
+  redis.call('XADD', KEYS[2], (base + 1 + i) .. '-0', 'e', ARGV[first_event + 2 * i],
+             'd', ARGV[first_event + 2 * i + 1], 't', ARGV[2])
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'closed_at', ARGV[2])
+  redis.call('XADD', KEYS[2], (base + n) .. '-1', 'x', 'completed')
+end
+redis.call('HSET', KEYS[4], 'gen', ARGV[6])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'deadline', ARGV[4]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], 'source', ARGV[7]) end
+arm(tonumber(ARGV[8]))
+return {'created', released, n}
+""",
+    # ARGV: now_ms, now, Stream-Seq or '', producer id or '', epoch, seq, close, renew deadline_ms or '',
+    # max_events, close_ttl_ms, then event name and data pairs.
+    # Returns {outcome, last_id, closed, first new id, count, epoch, seq}.
+    "append": _DURABLE_LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', 0, 0, 0, 0, '', ''} end
+current()
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_id'))
+local closed = redis.call('HGET', KEYS[1], 'status') ~= 'open'
+local closed_n = closed and 1 or 0
+if deleted() then return {'gone', last, closed_n, 0, 0, '', ''} end
+if expired() then
+  if forks() > 0 then
+    redis.call('HSET', KEYS[4], 'deleted', '1')
+    return {'gone', last, closed_n, 0, 0, '', ''}
+  end
+  return {'not_found', 0, 0, 0, 0, '', ''}
+end
+local epoch, pseq = '', ''
+if ARGV[4] ~= '' then
+  local claim_epoch, claim_seq = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local stored = redis.call('HGET', KEYS[4], 'p:' .. ARGV[4])
+  local verdict
+  if not stored then
+    if claim_seq == 0 then verdict, epoch, pseq = 'accept', claim_epoch, 0
+    else verdict, epoch, pseq = 'seq_gap', claim_epoch, 0 end
+  else
+    local colon = string.find(stored, ':', 1, true)
+    local e, s = tonumber(string.sub(stored, 1, colon - 1)), tonumber(string.sub(stored, colon + 1))
+    if claim_epoch < e then verdict, epoch, pseq = 'stale_epoch', e, s
+    elseif claim_epoch > e then
+      if claim_seq == 0 then verdict, epoch, pseq = 'accept', claim_epoch, 0
+      else verdict, epoch, pseq = 'bad_epoch_seq', e, s end
+    elseif claim_seq <= s then verdict, epoch, pseq = 'duplicate', e, s
+    elseif claim_seq == s + 1 then verdict, epoch, pseq = 'accept', e, claim_seq
+    else verdict, epoch, pseq = 'seq_gap', e, s + 1 end
+  end
+  if verdict == 'duplicate' then return {'duplicate', last, closed_n, 0, 0, epoch, pseq} end
+  if closed then return {'closed', last, 1, 0, 0, epoch, pseq} end
+  if verdict ~= 'accept' then return {verdict, last, 0, 0, 0, epoch, pseq} end
+end
+if closed then return {'closed', last, 1, 0, 0, '', ''} end
+if ARGV[3] ~= '' then
+  -- Byte-wise: Lua's own string order follows the server's locale.
+  local prior = redis.call('HGET', KEYS[4], 'seq')
+  if prior then
+    local a, b = ARGV[3], prior
+    local cmp = 0
+    for i = 1, math.min(#a, #b) do
+      local x, y = string.byte(a, i), string.byte(b, i)
+      if x ~= y then cmp = (x < y) and -1 or 1 break end
+    end
+    if cmp == 0 then cmp = (#a < #b) and -1 or ((#a > #b) and 1 or 0) end
+    if cmp <= 0 then return {'seq_conflict', last, 0, 0, 0, '', ''} end
+  end
+  redis.call('HSET', KEYS[4], 'seq', ARGV[3])
+end
+local n = (#ARGV - 10) / 2
+for i = 1, n do
+  redis.call('XADD', KEYS[2], (last + i) .. '-0', 'e', ARGV[9 + 2 * i], 'd', ARGV[10 + 2 * i], 't', ARGV[2])
+end
+local first = last + 1
+last = last + n
+local first_id = tonumber(redis.call('HGET', KEYS[1], 'first_id'))
+local max_events = tonumber(ARGV[9])
+if last - first_id + 1 > max_events then
+  first_id = last - max_events + 1
+  redis.call('XTRIM', KEYS[2], 'MINID', first_id .. '-0')
+end
+redis.call('HSET', KEYS[1], 'last_id', last, 'first_id', first_id, 'updated', ARGV[2])
+if ARGV[7] == '1' then
+  redis.call('HSET', KEYS[1], 'status', 'completed', 'closed_at', ARGV[2])
+  redis.call('XADD', KEYS[2], last .. '-1', 'x', 'completed')
+  closed_n = 1
+end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'p:' .. ARGV[4], epoch .. ':' .. pseq) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[4], 'deadline', ARGV[8]) end
+arm(tonumber(ARGV[10]))
+return {'ok', last, closed_n, first, n, epoch, pseq}
+""",
+    # ARGV: now_ms, deadline_ms, close_ttl_ms.
+    "touch": _DURABLE_LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+current()
+if deleted() or expired() then return 0 end
+redis.call('HSET', KEYS[4], 'deadline', ARGV[2])
+arm(tonumber(ARGV[3]))
+return 1
+""",
+    # ARGV: now_ms, marker_ttl_ms. Returns {outcome, the source to unpin or ''}.
+    "delete": _DURABLE_LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', ''} end
+current()
+if deleted() then return {'gone', ''} end
+if forks() > 0 then
+  redis.call('HSET', KEYS[4], 'deleted', '1')
+  return {expired() and 'not_found' or 'soft', ''}
+end
+local outcome = expired() and 'not_found' or 'deleted'
+return {outcome, drop(tonumber(ARGV[2]))}
+""",
+    # ARGV: now_ms, fork, close_ttl_ms. Returns 'none', 'gone' or 'ok'.
+    "pin": _DURABLE_LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'none' end
+current()
+if deleted() then return 'gone' end
+if expired() then
+  if forks() == 0 then return 'none' end
+  redis.call('HSET', KEYS[4], 'deleted', '1')
+  return 'gone'
+end
+if redis.call('HSETNX', KEYS[4], 'f:' .. ARGV[2], '1') == 1 then redis.call('HINCRBY', KEYS[4], 'forks', 1) end
+arm(tonumber(ARGV[3]))
+return 'ok'
+""",
+    # ARGV: now_ms, fork, close_ttl_ms, marker_ttl_ms. Returns {1 if this one went, the next source to unpin}.
+    "unpin": _DURABLE_LIB
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+current()
+if redis.call('HDEL', KEYS[4], 'f:' .. ARGV[2]) == 1 then redis.call('HINCRBY', KEYS[4], 'forks', -1) end
+if forks() == 0 and (deleted() or expired()) then return {1, drop(tonumber(ARGV[4]))} end
+arm(tonumber(ARGV[3]))
+return {0, ''}
+""",
+}
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -197,6 +419,7 @@ class RedisStore(Store):
         self._delete_script = self._redis.register_script(_DELETE)
         self._meta_script = self._redis.register_script(_META)
         self._forget_script = self._redis.register_script(_FORGET)
+        self._ds_scripts = {name: self._redis.register_script(text) for name, text in _DURABLE_SCRIPTS.items()}
         self._wake_key = f"{self.prefix}wake:{uuid.uuid4().hex}"
         self._cursors: dict[str, str] = {}  # followed topic -> the last log entry reported
         self._followed = asyncio.Event()
@@ -472,3 +695,154 @@ class RedisStore(Store):
                     return gone
                 gone += await self._forget_script(keys=[self._index_key], args=[f"{self.prefix}topic:", *names])
                 low = f"({names[-1]}"
+
+    # -- Durable Streams -------------------------------------------------------------------------------------
+
+    def _durable_key(self, name: str) -> str:
+        return f"{self.prefix}durable:{name}"
+
+    def _stream_keys(self, name: str) -> list[str]:
+        return [self._topic_key(name), self._log_key(name), self._meta_key(name), self._durable_key(name)]
+
+    async def _ds(self, script: str, topic: str, args: list[Any]) -> Any:
+        with self._unavailable():
+            return await self._ds_scripts[script](keys=self._stream_keys(topic), args=[_ms(self.now()), *args])
+
+    def _report_appended(self, topic: str, stored: tuple[Event, ...], status: str | None, last_id: int) -> None:
+        # As `append` does: followed here and everything before reported, so report at once.
+        before = stored[0].id - 1 if stored else last_id
+        if self._cursors.get(topic) == f"{before}-0":
+            self._cursors[topic] = f"{last_id}-{1 if status else 0}"
+            self._notify(Change(topic, stored, status))
+
+    async def stream_state(self, topic: str) -> StreamState | None:
+        with self._unavailable():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._topic_key(topic))
+                pipe.hgetall(self._meta_key(topic))
+                pipe.hmget(self._durable_key(topic), ["gen", "deadline", "deleted", "forks"])
+                fields, meta, durable = await pipe.execute()
+        if not fields:
+            return None
+        info = self._info(topic, fields, meta)
+        gen, deadline, deleted, forks = durable
+        if gen != fields.get("gen"):
+            return StreamState(info)
+        return StreamState(info, None if deadline is None else int(deadline) / 1000, deleted == "1", int(forks or 0))
+
+    async def create_stream(
+        self,
+        topic: str,
+        meta: dict[str, Any],
+        events: Sequence[NewEvent],
+        *,
+        closed: bool,
+        deadline: float | None,
+        base: int = 0,
+        forked_from: str | None = None,
+    ) -> Created:
+        now = self.now()
+        args: list[Any] = [
+            repr(now),
+            "1" if closed else "",
+            "" if deadline is None else _ms(deadline),
+            base,
+            uuid.uuid4().hex,
+            forked_from or "",
+            _ms(self.ttl),
+            len(meta),
+        ]
+        for key, value in meta.items():
+            args += [key, json.dumps(value, separators=(",", ":"))]
+        for e in events:
+            args += [e.event, e.data]
+        reply = await self._ds("create", topic, args)
+        outcome = reply[0]
+        if outcome == "created":
+            with self._unavailable():
+                await self._redis.zadd(self._index_key, {topic: 0})
+        state = await self.stream_state(topic)
+        if state is None:  # expired or deleted in between: as good as gone
+            raise TopicNotFound(f"no topic {topic!r}")
+        if outcome != "created":
+            return Created(outcome, state)
+        ids = tuple(range(base + 1, base + 1 + len(events)))
+        stored = tuple(Event(i, e.event, e.data, now) for i, e in zip(ids, events, strict=True))
+        if stored or closed:
+            self._report_appended(topic, stored, "completed" if closed else None, base + len(stored))
+        return Created("created", state, ids, reply[1] or None)
+
+    async def append_stream(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        seq: str | None = None,
+        producer: Producer | None = None,
+        close: bool = False,
+        renew: float | None = None,
+    ) -> Appended:
+        now = self.now()
+        args: list[Any] = [
+            repr(now),
+            seq or "",
+            "" if producer is None else producer.id,
+            0 if producer is None else producer.epoch,
+            0 if producer is None else producer.seq,
+            "1" if close else "",
+            "" if renew is None else _ms(renew),
+            self.max_events,
+            _ms(self.ttl),
+        ]
+        for e in events:
+            args += [e.event, e.data]
+        outcome, last_id, closed, first, count, epoch, pseq = await self._ds("append", topic, args)
+        ids = tuple(range(int(first), int(first) + int(count)))
+        if outcome == "ok" and (ids or close):
+            stored = tuple(Event(i, e.event, e.data, now) for i, e in zip(ids, events, strict=True))
+            self._report_appended(topic, stored, "completed" if close else None, int(last_id))
+        return Appended(
+            outcome,
+            int(last_id),
+            bool(int(closed)),
+            ids,
+            None if epoch == "" else int(epoch),
+            None if pseq == "" else int(pseq),
+        )
+
+    async def touch_stream(self, topic: str, deadline: float) -> None:
+        await self._ds("touch", topic, [_ms(deadline), _ms(self.ttl)])
+
+    async def delete_stream(self, topic: str) -> Literal["deleted", "soft", "not_found", "gone"]:
+        outcome, source = await self._ds("delete", topic, [self._block_ms * 3])
+        if outcome in ("deleted", "soft") or source:
+            self._cursors.pop(topic, None)
+            self._notify(Change(topic, deleted=True))
+        if source or outcome == "deleted":
+            with self._unavailable():
+                await self._redis.zrem(self._index_key, topic)
+        if source:
+            await self.unpin_source(source, topic)
+        result: Literal["deleted", "soft", "not_found", "gone"] = outcome
+        return result
+
+    async def pin_source(self, source: str, fork: str) -> StreamState | None:
+        outcome = await self._ds("pin", source, [fork, _ms(self.ttl)])
+        if outcome == "none":
+            return None
+        state = await self.stream_state(source)
+        if state is not None and outcome == "gone":
+            return StreamState(state.info, state.deadline, True, state.forks)
+        return state
+
+    async def unpin_source(self, source: str, fork: str) -> None:
+        # A source that goes may have been a fork too: the cascade walks up one topic (one slot) at a time.
+        while source:
+            dropped, upstream = await self._ds("unpin", source, [fork, _ms(self.ttl), self._block_ms * 3])
+            if not dropped:
+                return
+            self._cursors.pop(source, None)
+            self._notify(Change(source, deleted=True))
+            with self._unavailable():
+                await self._redis.zrem(self._index_key, source)
+            source, fork = upstream, source

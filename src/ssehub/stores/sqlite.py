@@ -21,11 +21,11 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ..events import Event, NewEvent, TopicInfo
 from ..exceptions import SSEHubError, StoreUnavailable, TopicClosed, TopicNotFound
-from .base import Change, Page, Store
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer
 
 __all__ = ["SQLiteStore"]
 
@@ -58,6 +58,31 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     PRIMARY KEY (topic, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_keys_time ON idempotency_keys (time);
+"""
+
+# Durable Streams state (see Store.create_stream): a row per stream, its producers, and the pins
+# forks hold on the streams whose history they read.
+_DURABLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS durable_streams (
+    topic TEXT PRIMARY KEY,
+    deadline REAL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    last_seq TEXT,
+    source TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS durable_streams_deadline ON durable_streams (deadline) WHERE deadline IS NOT NULL;
+CREATE TABLE IF NOT EXISTS durable_producers (
+    topic TEXT NOT NULL,
+    producer TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (topic, producer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS durable_pins (
+    source TEXT NOT NULL,
+    fork TEXT NOT NULL,
+    PRIMARY KEY (source, fork)
+) WITHOUT ROWID;
 """
 
 _TOPIC_COLUMNS = "name, last_id, first_id, status, created, updated, closed_at, meta"
@@ -105,6 +130,7 @@ class SQLiteStore(Store):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path)
             conn.executescript(_SCHEMA)
+            conn.executescript(_DURABLE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="ssehub-sqlite-writer", daemon=True)
@@ -365,10 +391,270 @@ class SQLiteStore(Store):
         names = [
             r[0]
             for r in conn.execute(
-                "SELECT name FROM topics WHERE closed_at IS NOT NULL AND closed_at + ? <= ?", (self.ttl, now)
+                "SELECT name FROM topics WHERE closed_at IS NOT NULL AND closed_at + ? <= ?"
+                " AND name NOT IN (SELECT source FROM durable_pins)",
+                (self.ttl, now),
             )
         ]
         for name in names:
             self._delete(conn, name)
         conn.execute("DELETE FROM idempotency_keys WHERE time + ? <= ?", (self.key_ttl, now))
-        return names, [Change(name, deleted=True) for name in names]
+        changes = [Change(name, deleted=True) for name in names]
+        names += self._purge_durable(conn, now, changes)
+        return names, changes
+
+    # -- Durable Streams -------------------------------------------------------------------------------
+
+    def _durable_state(self, conn: sqlite3.Connection, topic: str) -> StreamState | None:
+        row = conn.execute(
+            f"SELECT {_TOPIC_COLUMNS}, d.deadline, d.deleted,"
+            " (SELECT COUNT(*) FROM durable_pins p WHERE p.source = t.name)"
+            " FROM topics t LEFT JOIN durable_streams d ON d.topic = t.name WHERE t.name = ?",
+            (topic,),
+        ).fetchone()
+        if row is None:
+            return None
+        return StreamState(_topic_info(row[:8]), row[8], bool(row[9]), row[10])
+
+    def _drop(self, conn: sqlite3.Connection, topic: str, now: float, changes: list[Change]) -> None:
+        """Delete for good, then unpin the source it forked from; a source left dead and unpinned goes too."""
+        while True:
+            row = conn.execute("SELECT source FROM durable_streams WHERE topic = ?", (topic,)).fetchone()
+            _, changed = self._delete(conn, topic)
+            changes.extend(changed)
+            conn.execute("DELETE FROM durable_streams WHERE topic = ?", (topic,))
+            conn.execute("DELETE FROM durable_producers WHERE topic = ?", (topic,))
+            source = row[0] if row else None
+            if source is None:
+                return
+            conn.execute("DELETE FROM durable_pins WHERE source = ? AND fork = ?", (source, topic))
+            state = self._durable_state(conn, source)
+            if state is None or state.forks or not state.dead(now):
+                return
+            topic = source
+
+    def _live(self, conn: sqlite3.Connection, topic: str, now: float, changes: list[Change]) -> StreamState | None:
+        """The topic's state unless it has expired: then it is collected, or soft-deleted while pinned."""
+        state = self._durable_state(conn, topic)
+        if state is None or state.deleted or not state.dead(now):
+            return state
+        if state.forks:
+            conn.execute("UPDATE durable_streams SET deleted = 1 WHERE topic = ?", (topic,))
+            return StreamState(state.info, state.deadline, True, state.forks)
+        self._drop(conn, topic, now, changes)
+        return None
+
+    def _purge_durable(self, conn: sqlite3.Connection, now: float, changes: list[Change]) -> list[str]:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT topic FROM durable_streams WHERE (deadline <= ? OR deleted)"
+                " AND topic NOT IN (SELECT source FROM durable_pins)",
+                (now,),
+            )
+        ]
+        for name in names:
+            self._drop(conn, name, now, changes)
+        return names
+
+    async def stream_state(self, topic: str) -> StreamState | None:
+        state: StreamState | None = await self._read(lambda conn: self._durable_state(conn, topic))
+        return state
+
+    async def create_stream(
+        self,
+        topic: str,
+        meta: dict[str, Any],
+        events: Sequence[NewEvent],
+        *,
+        closed: bool,
+        deadline: float | None,
+        base: int = 0,
+        forked_from: str | None = None,
+    ) -> Created:
+        args = (topic, meta, tuple(events), closed, deadline, base, forked_from, self.now())
+        created: Created = await self._write(self._create_stream, *args)
+        return created
+
+    def _create_stream(
+        self,
+        conn: sqlite3.Connection,
+        topic: str,
+        meta: dict[str, Any],
+        events: tuple[NewEvent, ...],
+        closed: bool,
+        deadline: float | None,
+        base: int,
+        forked_from: str | None,
+        now: float,
+    ) -> tuple[Created, list[Change]]:
+        changes: list[Change] = []
+        released = None
+        old = self._durable_state(conn, topic)
+        if old is not None:
+            if not old.dead(now):
+                return Created("exists", old), changes
+            if old.forks or old.deleted:
+                conn.execute("UPDATE durable_streams SET deleted = 1 WHERE topic = ?", (topic,))
+                return Created("gone", StreamState(old.info, old.deadline, True, old.forks)), changes
+            row = conn.execute("SELECT source FROM durable_streams WHERE topic = ?", (topic,)).fetchone()
+            released = row[0] if row else None
+            _, changed = self._delete(conn, topic)
+            changes.extend(changed)
+            conn.execute("DELETE FROM durable_streams WHERE topic = ?", (topic,))
+            conn.execute("DELETE FROM durable_producers WHERE topic = ?", (topic,))
+        status = "completed" if closed else "open"
+        last_id = base + len(events)
+        conn.execute(
+            "INSERT INTO topics (name, last_id, first_id, status, created, updated, closed_at, meta)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (topic, last_id, base + 1, status, now, now, now if closed else None, json.dumps(meta)),
+        )
+        stored = tuple(Event(base + 1 + i, e.event, e.data, now) for i, e in enumerate(events))
+        conn.executemany(
+            "INSERT INTO events (topic, id, event, data, time) VALUES (?, ?, ?, ?, ?)",
+            [(topic, e.id, e.event, e.data, now) for e in stored],
+        )
+        conn.execute(
+            "INSERT INTO durable_streams (topic, deadline, source) VALUES (?, ?, ?)", (topic, deadline, forked_from)
+        )
+        if stored or closed:
+            changes.append(Change(topic, stored, status if closed else None))
+        state = self._durable_state(conn, topic)
+        assert state is not None
+        return Created("created", state, tuple(e.id for e in stored), released), changes
+
+    async def append_stream(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        seq: str | None = None,
+        producer: Producer | None = None,
+        close: bool = False,
+        renew: float | None = None,
+    ) -> Appended:
+        args = (topic, tuple(events), seq, producer, close, renew, self.now())
+        appended: Appended = await self._write(self._append_stream, *args)
+        return appended
+
+    def _append_stream(
+        self,
+        conn: sqlite3.Connection,
+        topic: str,
+        events: tuple[NewEvent, ...],
+        seq: str | None,
+        producer: Producer | None,
+        close: bool,
+        renew: float | None,
+        now: float,
+    ) -> tuple[Appended, list[Change]]:
+        changes: list[Change] = []
+        state = self._live(conn, topic, now, changes)
+        if state is None:
+            return Appended("not_found"), changes
+        info = state.info
+        if state.deleted:
+            return Appended("gone", info.last_id, info.closed), changes
+        epoch = pseq = None
+        if producer is not None:
+            row = conn.execute(
+                "SELECT epoch, seq FROM durable_producers WHERE topic = ? AND producer = ?", (topic, producer.id)
+            ).fetchone()
+            verdict, epoch, pseq = check_producer(None if row is None else (row[0], row[1]), producer)
+            if verdict == "duplicate" or (info.closed and verdict != "accept"):
+                outcome: Literal["duplicate", "closed"] = "duplicate" if verdict == "duplicate" else "closed"
+                return Appended(outcome, info.last_id, info.closed, epoch=epoch, seq=pseq), changes
+            if verdict != "accept":
+                return Appended(verdict, info.last_id, info.closed, epoch=epoch, seq=pseq), changes
+        if info.closed:
+            return Appended("closed", info.last_id, True), changes
+        if seq is not None:
+            row = conn.execute("SELECT last_seq FROM durable_streams WHERE topic = ?", (topic,)).fetchone()
+            if row is not None and row[0] is not None and seq.encode() <= row[0].encode():
+                return Appended("seq_conflict", info.last_id, False), changes
+        status = "completed" if close else None
+        ids: list[int] = []
+        last_id = info.last_id
+        if events:
+            ids, changed = self._append(conn, topic, events, None, status, now)
+            changes.extend(changed)
+            last_id = ids[-1]
+        elif close:
+            _, changed = self._close(conn, topic, "completed", now)
+            changes.extend(changed)
+        conn.execute(
+            "INSERT INTO durable_streams (topic, deadline, last_seq) VALUES (?, ?, ?) ON CONFLICT (topic) DO UPDATE"
+            " SET deadline = coalesce(excluded.deadline, deadline), last_seq = coalesce(excluded.last_seq, last_seq)",
+            (topic, renew, seq),
+        )
+        if producer is not None:
+            conn.execute(
+                "INSERT OR REPLACE INTO durable_producers (topic, producer, epoch, seq) VALUES (?, ?, ?, ?)",
+                (topic, producer.id, epoch, pseq),
+            )
+        return Appended("ok", last_id, close, tuple(ids), epoch, pseq), changes
+
+    async def touch_stream(self, topic: str, deadline: float) -> None:
+        await self._write(self._touch_stream, topic, deadline, self.now())
+
+    def _touch_stream(
+        self, conn: sqlite3.Connection, topic: str, deadline: float, now: float
+    ) -> tuple[None, list[Change]]:
+        conn.execute(
+            "UPDATE durable_streams SET deadline = ? WHERE topic = ? AND NOT deleted AND deadline > ?",
+            (deadline, topic, now),
+        )
+        return None, []
+
+    async def delete_stream(self, topic: str) -> Literal["deleted", "soft", "not_found", "gone"]:
+        outcome: Literal["deleted", "soft", "not_found", "gone"] = await self._write(
+            self._delete_stream, topic, self.now()
+        )
+        return outcome
+
+    def _delete_stream(
+        self, conn: sqlite3.Connection, topic: str, now: float
+    ) -> tuple[Literal["deleted", "soft", "not_found", "gone"], list[Change]]:
+        changes: list[Change] = []
+        before = self._durable_state(conn, topic)
+        if before is None:
+            return "not_found", changes
+        if before.deleted:
+            return "gone", changes
+        if self._live(conn, topic, now, changes) is None or before.dead(now):
+            return "not_found", changes  # it had expired
+        if before.forks:
+            conn.execute(
+                "INSERT INTO durable_streams (topic, deleted) VALUES (?, 1)"
+                " ON CONFLICT (topic) DO UPDATE SET deleted = 1",
+                (topic,),
+            )
+            return "soft", [Change(topic, deleted=True)]
+        self._drop(conn, topic, now, changes)
+        return "deleted", changes
+
+    async def pin_source(self, source: str, fork: str) -> StreamState | None:
+        state: StreamState | None = await self._write(self._pin_source, source, fork, self.now())
+        return state
+
+    def _pin_source(
+        self, conn: sqlite3.Connection, source: str, fork: str, now: float
+    ) -> tuple[StreamState | None, list[Change]]:
+        changes: list[Change] = []
+        state = self._live(conn, source, now, changes)
+        if state is None or state.deleted:
+            return state, changes
+        conn.execute("INSERT OR IGNORE INTO durable_pins (source, fork) VALUES (?, ?)", (source, fork))
+        return self._durable_state(conn, source), changes
+
+    async def unpin_source(self, source: str, fork: str) -> None:
+        await self._write(self._unpin_source, source, fork, self.now())
+
+    def _unpin_source(self, conn: sqlite3.Connection, source: str, fork: str, now: float) -> tuple[None, list[Change]]:
+        changes: list[Change] = []
+        conn.execute("DELETE FROM durable_pins WHERE source = ? AND fork = ?", (source, fork))
+        state = self._durable_state(conn, source)
+        if state is not None and not state.forks and state.dead(now):
+            self._drop(conn, source, now, changes)
+        return None, changes
