@@ -9,8 +9,10 @@ from .config import HubConfig
 from .events import Event, NewEvent, TopicInfo
 from .exceptions import (
     AgentError,
+    Conflict,
     EventTooLarge,
     Forbidden,
+    Gone,
     InvalidCursor,
     InvalidInput,
     InvalidTopic,
@@ -37,6 +39,7 @@ __all__ = [
     "AgentError",
     "AsyncClient",
     "Client",
+    "Conflict",
     "Decoder",
     "Event",
     "EventSourceResponse",
@@ -44,6 +47,7 @@ __all__ = [
     "EventStreamResponse",
     "EventTooLarge",
     "Forbidden",
+    "Gone",
     "Hub",
     "HubConfig",
     "InvalidCursor",

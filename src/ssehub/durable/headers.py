@@ -35,7 +35,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 #: Stream-TTL above ten years is surely a mistake.
 MAX_TTL = 10 * 365 * 86_400
 _DECIMAL_RE = re.compile(r"0|[1-9][0-9]*")
-_RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+_RFC3339_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII)
 _MAX_TOKEN = 256
 
 

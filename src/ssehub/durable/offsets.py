@@ -22,7 +22,7 @@ __all__ = ["NOW", "START", "encode", "parse"]
 START: Final = "-1"
 NOW: Final = "now"
 _WIDTH = 16
-_OFFSET_RE = re.compile(r"(\d{16})_(\d{16})")
+_OFFSET_RE = re.compile(r"([0-9]{16})_([0-9]{16})")
 
 
 def encode(last_id: int) -> str:
