@@ -50,7 +50,7 @@ def test_offset_sentinels(value: str, expected: object) -> None:
         "NOW",
         "0000000000000000_0000000000000001",
         "0000000000000000_000000000000000",
-        "１" * 16 + "_" + "0" * 16,
+        "\uff11" * 16 + "_" + "0" * 16,  # fullwidth digits are digits to \\d, not to an offset
     ],
 )
 def test_bad_offsets(bad: str) -> None:
