@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -40,7 +41,8 @@ from .events import Event, NewEvent, validate_topic
 from .exceptions import EventTooLarge, Gone, InvalidInput, SSEHubError, TopicNotFound, Unauthorized
 from .hub import Hub
 from .responses import EventStreamResponse
-from .stores import Appended, Created, Producer, Store, StreamState
+from .stores import Appended, Change, Created, Producer, Store, StreamState
+from .tail import Tail
 
 __all__ = ["DurableStreams"]
 
@@ -116,6 +118,38 @@ class _Reply(Exception):
         self.response = response
 
 
+class _Window:
+    """The recent events of a topic that has live readers here, as the store reported them.
+
+    Live readers woken by the hub's tail take what is new from here instead of each reading the
+    store, and readers at the same position share one encoded frame: a thousand readers cost one
+    read and one encoding per append, as ssehub's own subscribers do.
+    """
+
+    SIZE = 1024
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.readers = 0
+        self.frames: dict[tuple[int, str, bool], bytes] = {}
+
+    def push(self, events: tuple[Event, ...]) -> None:
+        if self.events and events[0].id != self.events[-1].id + 1:
+            self.events = []  # a gap (or a topic created again): start afresh
+        self.events.extend(events)
+        if len(self.events) > self.SIZE * 2:
+            del self.events[: len(self.events) - self.SIZE]
+        self.frames.clear()
+
+    def after(self, after: int, last_id: int) -> list[Event] | None:
+        """Events after `after` up to `last_id`, or None when the window does not hold them all."""
+        if after >= last_id:
+            return []
+        if not self.events or self.events[0].id > after + 1 or self.events[-1].id < last_id:
+            return None
+        return self.events[after + 1 - self.events[0].id : last_id + 1 - self.events[0].id]
+
+
 def _error(status: int, code: str, message: str, extra: Mapping[str, str] | None = None) -> Response:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     return Response(body, status, headers={"content-type": "application/json", **(extra or {})})
@@ -142,6 +176,44 @@ class DurableStreams:
         self.long_poll_timeout = long_poll_timeout
         self.sse_duration = sse_duration
         self.chunk_bytes = chunk_bytes
+        self._windows: dict[str, _Window] = {}
+        hub.store.add_listener(self._on_change)
+
+    def _on_change(self, change: Change) -> None:
+        window = self._windows.get(change.topic)
+        if window is not None:
+            if change.events:
+                window.push(change.events)
+            if change.deleted:
+                window.events, window.frames = [], {}
+
+    @contextlib.asynccontextmanager
+    async def _live(self, topic: str, after: int) -> AsyncIterator[tuple[Tail, _Window]]:
+        """A hub subscription (the wake-ups, and following the topic on a shared store) and the window."""
+        window = self._windows.get(topic) or self._windows.setdefault(topic, _Window())
+        window.readers += 1
+        try:
+            async with self.hub.subscription(topic, after) as sub:
+                yield sub.tail, window
+        finally:
+            window.readers -= 1
+            if window.readers == 0 and self._windows.get(topic) is window:
+                del self._windows[topic]
+
+    async def _next(self, topic: str, tail: Tail, window: _Window, after: int) -> tuple[list[Event], int, bool] | None:
+        """What is new after `after`: (events, the stream's last id, closed), from the window when it
+        holds them, else from the store; None when the stream is gone."""
+        if tail.deleted:
+            return None
+        fresh = window.after(after, tail.last_id)
+        if fresh is not None:
+            events = self._chunk(fresh)
+            return events, tail.last_id, tail.status != "open"
+        state = await self.store.stream_state(topic)
+        if state is None or state.dead(time.time()):
+            return None
+        events = self._chunk(await self._history(state, after, self.hub.config.page_size))
+        return events, state.info.last_id, state.info.closed
 
     @property
     def store(self) -> Store:
@@ -523,13 +595,27 @@ class DurableStreams:
         if not events and live == "long-poll":
             if state.info.closed:
                 return self._poll_end(state.info.last_id, None, closed=True)
-            waited = await self._wait(topic, config, after)
+            waited = await self._wait(topic, after)
             if waited is None:
                 latest = await self.store.stream_state(topic)
                 closed = latest is not None and latest.info.closed
                 return self._poll_end(after, headers.response_cursor(cursor, time.time()), closed=closed)
-            state, events = waited
-        return self._page(request, state, config, offset, after, events, live, cursor)
+            events, last_id, closed = waited
+            if not events:
+                return self._poll_end(last_id, None, closed=True)
+            return self._page(request, config, state.info.created, offset, after, events, last_id, closed, live, cursor)
+        return self._page(
+            request,
+            config,
+            state.info.created,
+            offset,
+            after,
+            events,
+            state.info.last_id,
+            state.info.closed,
+            live,
+            cursor,
+        )
 
     def _poll_end(self, after: int, cursor: str | None, *, closed: bool) -> Response:
         out = {"stream-next-offset": offsets.encode(after), "stream-up-to-date": "true", "cache-control": "no-store"}
@@ -542,17 +628,19 @@ class DurableStreams:
     def _page(
         self,
         request: Request,
-        state: StreamState,
         config: _Config,
+        created: float,
         offset: str | None,
         after: int,
         events: list[Event],
+        last_id: int,
+        stream_closed: bool,
         live: str | None,
         cursor: str | None,
     ) -> Response:
         end = events[-1].id if events else after
-        up_to_date = end >= state.info.last_id
-        closed = state.info.closed and up_to_date
+        up_to_date = end >= last_id
+        closed = stream_closed and up_to_date
         out = {"content-type": config.content_type, "stream-next-offset": offsets.encode(end)}
         if up_to_date:
             out["stream-up-to-date"] = "true"
@@ -560,27 +648,25 @@ class DurableStreams:
             out["stream-closed"] = "true"
         if live == "long-poll":
             out["stream-cursor"] = headers.response_cursor(cursor, time.time())
-        tag = headers.etag(repr(state.info.created), offset or offsets.START, offsets.encode(end), closed)
+        tag = headers.etag(repr(created), offset or offsets.START, offsets.encode(end), closed)
         out["etag"] = tag
         out["cache-control"] = _CACHEABLE
         if headers.etag_matches(request.headers.get("if-none-match"), tag):
             return Response(status_code=304, headers={"etag": tag, "cache-control": _CACHEABLE})
         return Response(messages.join(config.media, events), 200, headers=out)
 
-    async def _wait(self, topic: str, config: _Config, after: int) -> tuple[StreamState, list[Event]] | None:
+    async def _wait(self, topic: str, after: int) -> tuple[list[Event], int, bool] | None:
         """Wait for events after `after`, up to the long-poll timeout; None when none came."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.long_poll_timeout
-        async with self.hub.subscription(topic, after) as sub:
-            tail = sub.tail
+        async with self._live(topic, after) as (tail, window):
             while not self.hub.draining:
                 if tail.last_id > after or tail.ended:
-                    state = await self.store.stream_state(topic)
-                    if state is None or state.dead(time.time()):
+                    got = await self._next(topic, tail, window, after)
+                    if got is None:
                         return None
-                    events = self._chunk(await self._history(state, after, self.hub.config.page_size))
-                    if events or state.info.closed:
-                        return state, events
+                    if got[0] or got[2]:
+                        return got
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return None
@@ -610,34 +696,39 @@ class DurableStreams:
         loop = asyncio.get_running_loop()
         ends = loop.time() + self.sse_duration
         heartbeat = self.hub.config.heartbeat
-        sent_control = False
+        first = True
         quiet_since = loop.time()
-        async with self.hub.subscription(topic, after) as sub:
-            tail = sub.tail
-            changed = True
+        async with self._live(topic, after) as (tail, window):
+            behind = True  # read at once: the reader starts behind, or at the tail and owed a control event
             while not self.hub.draining and loop.time() < ends:
-                if changed or tail.last_id > after or tail.ended:
-                    state = await self.store.stream_state(topic)
-                    if state is None or state.dead(time.time()):
+                if behind or tail.last_id > after or tail.ended:
+                    got = await self._next(topic, tail, window, after)
+                    if got is None:
                         return
-                    events = self._chunk(await self._history(state, after, self.hub.config.page_size))
+                    events, last_id, stream_closed = got
+                    start = after
                     if events:
                         after = events[-1].id
-                    up_to_date = after >= state.info.last_id
-                    closed = state.info.closed and up_to_date
-                    if events or closed or not sent_control:
-                        chunk = frames.data(self._sse_payload(config, events)) if events else b""
+                    up_to_date = after >= last_id
+                    closed = stream_closed and up_to_date
+                    if events or closed or first:
                         next_cursor = headers.response_cursor(cursor, time.time())
-                        chunk += frames.control(
-                            offsets.encode(after), cursor=next_cursor, up_to_date=up_to_date, closed=closed
-                        )
+                        key = (start, next_cursor, closed)
+                        chunk = window.frames.get(key) if events else None
+                        if chunk is None:
+                            chunk = frames.data(self._sse_payload(config, events)) if events else b""
+                            chunk += frames.control(
+                                offsets.encode(after), cursor=next_cursor, up_to_date=up_to_date, closed=closed
+                            )
+                            if events and up_to_date:  # what every reader at `start` will send next
+                                window.frames[key] = chunk
                         yield chunk
-                        sent_control = True
+                        first = False
                         quiet_since = loop.time()
                         if closed:
                             return
-                    changed = not up_to_date
-                    if changed:
+                    behind = not up_to_date
+                    if behind:
                         continue
                 if loop.time() - quiet_since >= heartbeat:
                     quiet_since = loop.time()
