@@ -25,9 +25,10 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from .events import NewEvent, validate_topic
@@ -285,13 +286,18 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
         *metrics_routes(hub),
         *(extra_routes or []),
     ]
+    middleware = []
     if config.durable_prefix is not None:
         from .durable_http import DurableStreams
 
-        durable = DurableStreams(hub, prefix=config.durable_prefix, long_poll_timeout=config.long_poll_timeout)
-        routes.append(Mount(config.durable_prefix, app=durable))
+        middleware.append(
+            Middleware(
+                DurableStreams, hub=hub, prefix=config.durable_prefix, long_poll_timeout=config.long_poll_timeout
+            )
+        )
     app = Starlette(
         routes=routes,
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={SSEHubError: _ssehub_error, HTTPException: _http_error, Exception: _internal_error},
     )

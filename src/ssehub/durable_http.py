@@ -33,8 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .durable import frames, headers, messages, offsets
 from .events import Event, NewEvent, validate_topic
@@ -69,7 +68,27 @@ _COMMON = {
     "access-control-allow-origin": "*",
     "access-control-expose-headers": _RESPONSE_HEADERS,
 }
+_COMMON_RAW = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _COMMON.items()]
 _CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
+
+
+class _Plain:
+    """A whole response (headers and a body known up front) with the headers every response carries.
+
+    Leaner than Starlette's Response on the append path, which is the protocol's busiest."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> None:
+        self.status, self.headers, self.body = status, headers or {}, body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        raw += _COMMON_RAW
+        if self.status not in (204, 304):
+            raw.append((b"content-length", str(len(self.body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +133,7 @@ class _Config:
 class _Reply(Exception):
     """A finished response, raised from deep inside a handler (a 4xx with the protocol's headers)."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: _Plain) -> None:
         self.response = response
 
 
@@ -150,9 +169,9 @@ class _Window:
         return self.events[after + 1 - self.events[0].id : last_id + 1 - self.events[0].id]
 
 
-def _error(status: int, code: str, message: str, extra: Mapping[str, str] | None = None) -> Response:
+def _error(status: int, code: str, message: str, extra: Mapping[str, str] | None = None) -> _Plain:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return Response(body, status, headers={"content-type": "application/json", **(extra or {})})
+    return _Plain(status, {"content-type": "application/json", **(extra or {})}, body)
 
 
 def _fail(status: int, code: str, message: str, extra: Mapping[str, str] | None = None) -> _Reply:
@@ -160,10 +179,12 @@ def _fail(status: int, code: str, message: str, extra: Mapping[str, str] | None 
 
 
 class DurableStreams:
-    """The ASGI app of the protocol for `hub`, to mount at `prefix` (the app's own mount does)."""
+    """The protocol for `hub` at `prefix`, as ASGI middleware in front of `app` (the rest of the hub's
+    interface): requests under the prefix are answered here, without the router; the rest pass on."""
 
     def __init__(
         self,
+        app: ASGIApp,
         hub: Hub,
         *,
         prefix: str = "/v1/stream",
@@ -171,6 +192,7 @@ class DurableStreams:
         sse_duration: float = 60.0,
         chunk_bytes: int = 1024 * 1024,
     ) -> None:
+        self.app = app
         self.hub = hub
         self.prefix = prefix.rstrip("/")
         self.long_poll_timeout = long_poll_timeout
@@ -220,11 +242,14 @@ class DurableStreams:
         return self.hub.store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not self._ours(scope):
+            await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
         try:
-            response = await self._handle(request)
+            response = await self._handle(
+                request, {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            )
         except _Reply as reply:
             response = reply.response
         except SSEHubError as exc:
@@ -233,27 +258,27 @@ class DurableStreams:
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             response = _error(500, "internal_error", "internal server error")
-        for key, value in _COMMON.items():
-            response.headers.setdefault(key, value)
         await response(scope, receive, send)
 
     # -- routing --------------------------------------------------------------------------------------
 
-    def _topic(self, request: Request) -> str:
-        path = request.scope["path"]
-        root = request.scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        if path.startswith(self.prefix + "/"):
-            path = path[len(self.prefix) :]
-        return validate_topic(path.lstrip("/"))
+    def _path(self, scope: Scope) -> str:
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        return path[len(root) :] if root and path.startswith(root) else path
 
-    async def _handle(self, request: Request) -> Response:
+    def _ours(self, scope: Scope) -> bool:
+        return self._path(scope).startswith(self.prefix + "/")
+
+    def _topic(self, request: Request) -> str:
+        return validate_topic(self._path(request.scope)[len(self.prefix) + 1 :])
+
+    async def _handle(self, request: Request, h: dict[str, str]) -> ASGIApp:
         method = request.method
         if method == "OPTIONS":
-            return Response(
-                status_code=204,
-                headers={
+            return _Plain(
+                204,
+                {
                     "access-control-allow-methods": "GET, HEAD, PUT, POST, DELETE, OPTIONS",
                     "access-control-allow-headers": _REQUEST_HEADERS,
                     "access-control-max-age": "86400",
@@ -261,13 +286,13 @@ class DurableStreams:
             )
         topic = self._topic(request)
         if method in ("GET", "HEAD"):
-            return await (self._read(request, topic) if method == "GET" else self._head(topic))
+            return await (self._read(request, topic, h) if method == "GET" else self._head(topic))
         if method in ("PUT", "POST", "DELETE"):
-            self._authorise(request)
+            self._authorise(h)
             if method == "PUT":
-                return await self._create(request, topic)
+                return await self._create(request, topic, h)
             if method == "POST":
-                return await self._append(request, topic)
+                return await self._append(request, topic, h)
             return await self._delete(topic)
         return _error(
             405,
@@ -276,11 +301,11 @@ class DurableStreams:
             {"allow": "GET, HEAD, PUT, POST, DELETE, OPTIONS"},
         )
 
-    def _authorise(self, request: Request) -> None:
+    def _authorise(self, h: dict[str, str]) -> None:
         token = self.hub.config.token
         if token is None:
             return
-        given = request.headers.get("authorization", "")
+        given = h.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise Unauthorized("this hub needs Authorization: Bearer <token> to change streams")
 
@@ -312,8 +337,8 @@ class DurableStreams:
             out["stream-expires-at"] = config.expires_at
         return out
 
-    async def _body(self, request: Request, limit: int) -> bytes:
-        declared = request.headers.get("content-length")
+    async def _body(self, request: Request, h: dict[str, str], limit: int) -> bytes:
+        declared = h.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise EventTooLarge(f"request body of {declared} bytes is above the limit of {limit}")
         body = bytearray()
@@ -338,8 +363,7 @@ class DurableStreams:
 
     # -- PUT --------------------------------------------------------------------------------------------
 
-    async def _create(self, request: Request, topic: str) -> Response:
-        h = request.headers
+    async def _create(self, request: Request, topic: str, h: dict[str, str]) -> ASGIApp:
         ttl = headers.stream_ttl(h.get("stream-ttl"))
         expires = h.get("stream-expires-at")
         headers.expires_at(expires)
@@ -348,7 +372,7 @@ class DurableStreams:
         closed = headers.is_true(h.get("stream-closed"))
         fork = headers.fork_request(h)
         given_type = h.get("content-type") or None
-        body = await self._body(request, self.hub.config.max_request_bytes)
+        body = await self._body(request, h, self.hub.config.max_request_bytes)
         if fork is None:
             config = _Config(given_type or _DEFAULT_TYPE, ttl, expires)
             events = self._events(config.media, body, create=True)
@@ -358,7 +382,7 @@ class DurableStreams:
             return await self._created(request, topic, config, created, closed)
         return await self._fork(request, topic, fork, given_type, ttl, expires, closed, body)
 
-    async def _created(self, request: Request, topic: str, config: _Config, created: Created, closed: bool) -> Response:
+    async def _created(self, request: Request, topic: str, config: _Config, created: Created, closed: bool) -> ASGIApp:
         if created.released:
             await self.store.unpin_source(created.released, topic)
         state = created.state
@@ -368,10 +392,10 @@ class DurableStreams:
             existing = _Config.of(state)
             if not existing.same(config) or state.info.closed != closed:
                 raise _fail(409, "conflict", f"stream {topic!r} exists with another configuration")
-            return Response(status_code=200, headers=self._meta_headers(state, existing))
+            return _Plain(200, self._meta_headers(state, existing))
         out = self._meta_headers(state, config)
         out["location"] = str(request.url.replace(query=""))
-        return Response(status_code=201, headers=out)
+        return _Plain(201, out)
 
     def _source_topic(self, request: Request, path: str) -> str:
         root = request.scope.get("root_path", "")
@@ -390,7 +414,7 @@ class DurableStreams:
         expires: str | None,
         closed: bool,
         body: bytes,
-    ) -> Response:
+    ) -> ASGIApp:
         source = self._source_topic(request, fork.source)
         if source == topic:
             raise InvalidInput("a stream cannot be forked from itself")
@@ -454,13 +478,12 @@ class DurableStreams:
 
     # -- POST -------------------------------------------------------------------------------------------
 
-    async def _append(self, request: Request, topic: str) -> Response:
-        h = request.headers
+    async def _append(self, request: Request, topic: str, h: dict[str, str]) -> ASGIApp:
         close = headers.is_true(h.get("stream-closed"))
         claim = headers.producer(h)
         producer = None if claim is None else Producer(*claim)
         seq = headers.stream_seq(h.get("stream-seq"))
-        body = await self._body(request, self.hub.config.max_request_bytes)
+        body = await self._body(request, h, self.hub.config.max_request_bytes)
         if not body and not close:
             raise InvalidInput("an append needs a body (or Stream-Closed: true to close)")
         state = await self._live_state(topic)
@@ -477,7 +500,7 @@ class DurableStreams:
         done = await self.store.append_stream(topic, events, seq=seq, producer=producer, close=close, renew=renew)
         return self._appended(topic, done, producer, bool(body))
 
-    def _appended(self, topic: str, done: Appended, producer: Producer | None, has_body: bool) -> Response:
+    def _appended(self, topic: str, done: Appended, producer: Producer | None, has_body: bool) -> ASGIApp:
         out = {"stream-next-offset": offsets.encode(done.last_id)}
         if done.closed:
             out["stream-closed"] = "true"
@@ -487,12 +510,12 @@ class DurableStreams:
             out["producer-seq"] = str(done.seq)
         outcome = done.outcome
         if outcome == "ok":
-            return Response(status_code=200 if producer is not None and has_body else 204, headers=out)
+            return _Plain(200 if producer is not None and has_body else 204, out)
         if outcome == "duplicate":
-            return Response(status_code=204, headers=out)
+            return _Plain(204, out)
         if outcome == "closed":
             if not has_body:  # closing a closed stream again: nothing to do
-                return Response(status_code=204, headers=out)
+                return _Plain(204, out)
             raise _fail(409, "closed", f"stream {topic!r} is closed", out)
         if outcome == "not_found":
             raise _fail(404, "not_found", f"no stream {topic!r}")
@@ -511,19 +534,19 @@ class DurableStreams:
 
     # -- DELETE, HEAD ------------------------------------------------------------------------------------
 
-    async def _delete(self, topic: str) -> Response:
+    async def _delete(self, topic: str) -> ASGIApp:
         outcome = await self.store.delete_stream(topic)
         if outcome == "not_found":
             raise _fail(404, "not_found", f"no stream {topic!r}")
         if outcome == "gone":
             raise _fail(410, "gone", f"stream {topic!r} was deleted")
-        return Response(status_code=204)
+        return _Plain(204)
 
-    async def _head(self, topic: str) -> Response:
+    async def _head(self, topic: str) -> ASGIApp:
         state = await self._live_state(topic)
         out = self._meta_headers(state, _Config.of(state))
         out["cache-control"] = "no-store"
-        return Response(status_code=200, headers=out)
+        return _Plain(200, out)
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -575,7 +598,7 @@ class DurableStreams:
             raise InvalidInput(f"live={live} needs an offset (-1 for the start, now for the tail)")
         return offset, live, request.query_params.get("cursor")
 
-    async def _read(self, request: Request, topic: str) -> Response:
+    async def _read(self, request: Request, topic: str, h: dict[str, str]) -> ASGIApp:
         offset, live, cursor = self._parse_read(request)
         position = offsets.parse(offset) if offset is not None else 0
         state = await self._live_state(topic)
@@ -590,7 +613,7 @@ class DurableStreams:
         if position == offsets.NOW and live is None:
             out = self._meta_headers(state, config)
             out.update({"stream-up-to-date": "true", "cache-control": "no-store"})
-            return Response(b"[]" if messages.is_json(config.media) else b"", 200, headers=out)
+            return _Plain(200, out, b"[]" if messages.is_json(config.media) else b"")
         events = self._chunk(await self._history(state, after, self.hub.config.page_size))
         if not events and live == "long-poll":
             if state.info.closed:
@@ -603,9 +626,9 @@ class DurableStreams:
             events, last_id, closed = waited
             if not events:
                 return self._poll_end(last_id, None, closed=True)
-            return self._page(request, config, state.info.created, offset, after, events, last_id, closed, live, cursor)
+            return self._page(h, config, state.info.created, offset, after, events, last_id, closed, live, cursor)
         return self._page(
-            request,
+            h,
             config,
             state.info.created,
             offset,
@@ -617,17 +640,17 @@ class DurableStreams:
             cursor,
         )
 
-    def _poll_end(self, after: int, cursor: str | None, *, closed: bool) -> Response:
+    def _poll_end(self, after: int, cursor: str | None, *, closed: bool) -> ASGIApp:
         out = {"stream-next-offset": offsets.encode(after), "stream-up-to-date": "true", "cache-control": "no-store"}
         if closed:
             out["stream-closed"] = "true"
         elif cursor is not None:
             out["stream-cursor"] = cursor
-        return Response(status_code=204, headers=out)
+        return _Plain(204, out)
 
     def _page(
         self,
-        request: Request,
+        h: dict[str, str],
         config: _Config,
         created: float,
         offset: str | None,
@@ -637,7 +660,7 @@ class DurableStreams:
         stream_closed: bool,
         live: str | None,
         cursor: str | None,
-    ) -> Response:
+    ) -> ASGIApp:
         end = events[-1].id if events else after
         up_to_date = end >= last_id
         closed = stream_closed and up_to_date
@@ -651,9 +674,9 @@ class DurableStreams:
         tag = headers.etag(repr(created), offset or offsets.START, offsets.encode(end), closed)
         out["etag"] = tag
         out["cache-control"] = _CACHEABLE
-        if headers.etag_matches(request.headers.get("if-none-match"), tag):
-            return Response(status_code=304, headers={"etag": tag, "cache-control": _CACHEABLE})
-        return Response(messages.join(config.media, events), 200, headers=out)
+        if headers.etag_matches(h.get("if-none-match"), tag):
+            return _Plain(304, {"etag": tag, "cache-control": _CACHEABLE})
+        return _Plain(200, out, messages.join(config.media, events))
 
     async def _wait(self, topic: str, after: int) -> tuple[list[Event], int, bool] | None:
         """Wait for events after `after`, up to the long-poll timeout; None when none came."""
@@ -677,7 +700,7 @@ class DurableStreams:
                     return None
         return None
 
-    def _sse(self, topic: str, config: _Config, after: int, cursor: str | None) -> Response:
+    def _sse(self, topic: str, config: _Config, after: int, cursor: str | None) -> ASGIApp:
         extra = {"content-type": "text/event-stream"}
         if messages.is_binary(config.media):
             extra["stream-sse-data-encoding"] = "base64"
