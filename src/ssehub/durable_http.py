@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -398,6 +399,8 @@ class DurableStreams:
         return _Plain(201, out)
 
     def _source_topic(self, request: Request, path: str) -> str:
+        if path.startswith(("http://", "https://")):  # a whole URL: only its path counts (same server)
+            path = urlsplit(path).path
         root = request.scope.get("root_path", "")
         for lead in (root + self.prefix + "/", self.prefix + "/"):
             if lead != "/" and path.startswith(lead):
