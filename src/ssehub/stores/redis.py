@@ -495,7 +495,11 @@ class RedisStore(Store):
     async def _read_loop(self) -> None:
         wake_cursor = "0-0"
         backoff = 0.05
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # redis-py can swallow the CancelledError of a cancelled XREAD: aclose() would wait forever.
+                raise asyncio.CancelledError
             if not self._cursors:
                 self._followed.clear()
                 await self._followed.wait()
