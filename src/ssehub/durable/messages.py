@@ -88,7 +88,7 @@ def decode(media: str, event: Event) -> bytes:
     """The bytes one stored event contributes to a non-JSON read."""
     if is_binary(media):
         try:
-            return base64.b64decode(event.data, validate=True)
+            return binascii.a2b_base64(event.data, strict_mode=True)
         except (binascii.Error, ValueError):
             # Published through ssehub's own interface as text, not by a Durable Streams append.
             return event.data.encode("utf-8")
