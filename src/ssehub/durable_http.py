@@ -200,9 +200,12 @@ class DurableStreams:
         self.sse_duration = sse_duration
         self.chunk_bytes = chunk_bytes
         self._windows: dict[str, _Window] = {}
+        self._configs: dict[str, _Config] = {}
         hub.store.add_listener(self._on_change)
 
     def _on_change(self, change: Change) -> None:
+        if change.deleted:
+            self._configs.pop(change.topic, None)
         window = self._windows.get(change.topic)
         if window is not None:
             if change.events:
@@ -481,6 +484,21 @@ class DurableStreams:
 
     # -- POST -------------------------------------------------------------------------------------------
 
+    async def _config(self, topic: str) -> _Config:
+        """The stream's configuration; a missing or gone stream is answered (404/410) here.
+
+        A store of one process reports every change to this one, so its configurations are kept
+        (dropped on delete); a shared store's may change on another node, so they are read each time.
+        """
+        config = self._configs.get(topic)
+        if config is None:
+            config = _Config.of(await self._live_state(topic))
+            if not self.store.shared:
+                if len(self._configs) >= 10_000:
+                    self._configs.clear()
+                self._configs[topic] = config
+        return config
+
     async def _append(self, request: Request, topic: str, h: dict[str, str]) -> ASGIApp:
         close = headers.is_true(h.get("stream-closed"))
         claim = headers.producer(h)
@@ -489,16 +507,18 @@ class DurableStreams:
         body = await self._body(request, h, self.hub.config.max_request_bytes)
         if not body and not close:
             raise InvalidInput("an append needs a body (or Stream-Closed: true to close)")
-        state = await self._live_state(topic)
-        config = _Config.of(state)
+        config = await self._config(topic)
         events: list[NewEvent] = []
         if body:
             given = h.get("content-type")
             if not given:
                 raise InvalidInput(f"an append needs a Content-Type ({config.content_type})")
-            if not state.info.closed and headers.media_type(given) != config.media:
-                raise _fail(409, "conflict", f"stream {topic!r} takes {config.content_type}, not {given}")
-            events = self._events(config.media, body, create=False)
+            if headers.media_type(given) != config.media:
+                # A closed stream answers that first (with its final offset), whatever the content type.
+                if not (await self._live_state(topic)).info.closed:
+                    raise _fail(409, "conflict", f"stream {topic!r} takes {config.content_type}, not {given}")
+            else:
+                events = self._events(config.media, body, create=False)
         renew = time.time() + config.ttl if config.ttl is not None else None
         done = await self.store.append_stream(topic, events, seq=seq, producer=producer, close=close, renew=renew)
         return self._appended(topic, done, producer, bool(body))
