@@ -95,8 +95,9 @@ async def create(client: httpx.AsyncClient, url: str, content_type: str = "appli
 # -- appends -----------------------------------------------------------------------------------------------
 
 
-async def raw_post(url: str, body: bytes, content_type: str, stop: float) -> int:
-    """POST `body` to `url` over one keep-alive connection until `stop`; how many were answered 2xx.
+async def raw_post(url: str, body: bytes, content_type: str, stop: float, count: int | None = None) -> int:
+    """POST `body` to `url` over one keep-alive connection until `stop` (or `count` times); how many were
+    answered 2xx.
     A raw socket rather than an HTTP library: the client must not be what is measured."""
     host, _, path = url.removeprefix("http://").partition("/")
     name, port = host.split(":")
@@ -106,7 +107,7 @@ async def raw_post(url: str, body: bytes, content_type: str, stop: float) -> int
     ).encode() + body
     done = 0
     try:
-        while time.perf_counter() < stop:
+        while time.perf_counter() < stop and (count is None or done < count):
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 204")):
@@ -193,15 +194,8 @@ async def catch_up(base: str, content_type: str, appends_n: int = 5_000, size: i
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
         await create(client, url, content_type)
         body = os.urandom(size) if content_type == "application/octet-stream" else b"x" * size
-        queue = list(range(appends_n))
-
-        async def writer() -> None:
-            while queue:
-                queue.pop()
-                r = await client.post(url, content=body, headers={"content-type": content_type})
-                assert r.status_code == 204
-
-        await asyncio.gather(*(writer() for _ in range(32)))
+        forever = time.perf_counter() + 3600
+        await asyncio.gather(*(raw_post(url, body, content_type, forever, appends_n // 25) for _ in range(25)))
         total = 0
         offset = "-1"
         started = time.perf_counter()

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .durable import frames, headers, messages, offsets
@@ -191,7 +191,7 @@ class DurableStreams:
         prefix: str = "/v1/stream",
         long_poll_timeout: float = 15.0,
         sse_duration: float = 60.0,
-        chunk_bytes: int = 1024 * 1024,
+        chunk_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self.app = app
         self.hub = hub
@@ -238,7 +238,7 @@ class DurableStreams:
         state = await self.store.stream_state(topic)
         if state is None or state.dead(time.time()):
             return None
-        events = self._chunk(await self._history(state, after, self.hub.config.page_size))
+        events = await self._read_chunk(state, after)
         return events, state.info.last_id, state.info.closed
 
     @property
@@ -256,6 +256,8 @@ class DurableStreams:
             )
         except _Reply as reply:
             response = reply.response
+        except ClientDisconnect:
+            return  # gone while sending its body: nobody to answer, and nothing was written
         except SSEHubError as exc:
             extra = {"www-authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
             response = _error(exc.status, exc.code, exc.message, extra)
@@ -598,6 +600,23 @@ class DurableStreams:
             )
         return out + page.events
 
+    async def _read_chunk(self, state: StreamState, after: int) -> list[Event]:
+        """About chunk_bytes of events after `after` (at least one), read in pages sized from the
+        events seen so far, so that large events are not read only to be left out."""
+        out: list[Event] = []
+        size, limit = 0, min(100, self.hub.config.page_size)
+        while True:
+            page = await self._history(state, after, limit)
+            for e in page:
+                size += len(e.data)
+                if size > self.chunk_bytes and out:
+                    return out
+                out.append(e)
+            if len(page) < limit:
+                return out
+            after = page[-1].id
+            limit = max(1, min(self.hub.config.page_size, (self.chunk_bytes - size) * len(out) // max(size, 1) + 1))
+
     def _chunk(self, events: list[Event]) -> list[Event]:
         """At most chunk_bytes of events (always one), so one read is a bounded response."""
         total = 0
@@ -637,7 +656,7 @@ class DurableStreams:
             out = self._meta_headers(state, config)
             out.update({"stream-up-to-date": "true", "cache-control": "no-store"})
             return _Plain(200, out, b"[]" if messages.is_json(config.media) else b"")
-        events = self._chunk(await self._history(state, after, self.hub.config.page_size))
+        events = await self._read_chunk(state, after)
         if not events and live == "long-poll":
             if state.info.closed:
                 return self._poll_end(state.info.last_id, None, closed=True)
