@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ROOT, ServerProcess
+from support import ROOT, ServerProcess
 
 pytestmark = pytest.mark.browser
 

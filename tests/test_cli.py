@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import httpx
 
-from conftest import ServerProcess, free_port
+from support import ServerProcess, free_port
 
 Start = Callable[..., ServerProcess]
 

@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from conftest import serve_app
 from ssehub import Hub, Run, UpstreamError
+from ssehub.asgi import create_app
 from ssehub.llm import ChatModel, stream_chat
+from support import serve_app
 from test_runs import SSE, read_all
 
 WORDS = ["The ", "answer", " is", " 42", ".\n\n", "Second", " paragraph", "."]
@@ -97,14 +98,14 @@ async def test_adapter_streams_text_and_tool_call_deltas_into_a_run() -> None:
     async def assistant(run: Run, body: dict[str, Any]) -> dict[str, Any]:
         first = await stream_chat(model(body["url"], "tools"), [{"role": "user", "content": "weather?"}])
         for call in first.tool_calls:
-            async with run.tool(call.name, call.args()) as t:
-                t.result = "sunny" if call.name == "get_weather" else "12:00"
+            async with run.tool(call) as t:  # the model's own call id, name and parsed arguments
+                t.result = "sunny" if call.tool == "get_weather" else "12:00"
         second = await stream_chat(model(body["url"]), [{"role": "user", "content": "and?"}])
         return {"answer": second.text, "finish": [first.finish_reason, second.finish_reason]}
 
     async with (
         serve_app(fake_openai()) as fake,
-        serve_app(hub.asgi()) as url,
+        serve_app(create_app(hub)) as url,
         httpx.AsyncClient(base_url=url, timeout=10) as c,
     ):
         events = await read_all(c, "POST", "/agents/assistant", json={"url": fake}, headers=SSE)
@@ -113,7 +114,10 @@ async def test_adapter_streams_text_and_tool_call_deltas_into_a_run() -> None:
     assert "".join(d["arguments"] for d in deltas if d["index"] == 0) == '{"city": "Paris"}'
     assert "".join(d["arguments"] for d in deltas if d["index"] == 1) == '{"tz": "CET"}'
     starts = [json.loads(e.data) for e in events if e.event == "tool_start"]
-    assert [(s["tool"], s["args"]) for s in starts] == [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    assert [(s["call_id"], s["tool"], s["args"]) for s in starts] == [
+        ("call_a", "get_weather", {"city": "Paris"}),
+        ("call_b", "get_time", {"tz": "CET"}),
+    ]
     text = [json.loads(e.data)["content"] for e in events if e.event == "text_delta"]
     assert text == WORDS
     assert json.loads(events[-1].data)["result"] == {"answer": "".join(WORDS), "finish": ["tool_calls", "stop"]}
@@ -135,7 +139,7 @@ async def test_upstream_failures_raise_upstream_error(name: str, key: str, messa
 
 
 async def test_unreachable_model() -> None:
-    from conftest import free_port
+    from support import free_port
 
     with pytest.raises(UpstreamError, match="could not be reached"):
         await stream_chat(ChatModel(f"http://127.0.0.1:{free_port()}/v1", "x"), [{"role": "user", "content": "hi"}])

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from conftest import ROOT, RedisServer, ServerProcess, eventually, redis_prefix
 from ssehub import sse
+from support import ROOT, RedisServer, ServerProcess, eventually, redis_prefix
 
 pytestmark = pytest.mark.redis
 

@@ -13,14 +13,15 @@ import httpx
 import pytest
 import redis
 
-from conftest import RedisServer, eventually, redis_prefix, serve_app
 from ssehub import sse
+from ssehub.asgi import create_app
 from ssehub.config import HubConfig
 from ssehub.events import NewEvent
 from ssehub.exceptions import InvalidInput, StoreUnavailable, TopicClosed, TopicNotFound
 from ssehub.hub import Hub
 from ssehub.stores import Change, open_store
 from ssehub.stores.redis import RedisStore
+from support import RedisServer, eventually, redis_prefix, serve_app
 
 pytestmark = pytest.mark.redis
 
@@ -258,7 +259,7 @@ async def read_sse(client: httpx.AsyncClient, url: str, out: list[sse.ServerSent
 
 async def test_redis_going_away_gives_503_and_everything_resumes(private_redis: RedisServer) -> None:
     hub = Hub(private_redis.url, HubConfig(heartbeat=0.2, retry_ms=100))
-    async with serve_app(hub.asgi()) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with serve_app(create_app(hub)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
         ids = [(await client.post("/topics/t/events", json={"event": "n", "data": i})).json()["ids"][0] for i in (1, 2)]
         assert ids == [1, 2]
         got: list[sse.ServerSentEvent] = []
@@ -293,7 +294,7 @@ def test_core_works_without_redis_py() -> None:
     code = """
 import sys
 sys.modules["redis"] = None  # as if redis-py were not installed
-import ssehub, ssehub.app, ssehub.server
+import ssehub, ssehub.asgi, ssehub.server
 from ssehub.exceptions import InvalidInput
 from ssehub.stores import open_store
 open_store("memory://")

@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conftest import serve_app
+from ssehub.asgi import EventSourceResponse, EventStream
 from ssehub.sse import Decoder, ServerSentEvent
-from ssehub.streaming import EventSourceResponse, EventStream
+from support import serve_app
 
 
 def build() -> tuple[Starlette, dict[str, Any]]:

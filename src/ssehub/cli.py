@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TextIO
 
-from . import __version__
+from ._version import __version__
 from .config import HubConfig
 from .exceptions import SSEHubError
 

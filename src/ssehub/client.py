@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import __version__
+from ._version import __version__
 from .events import Event, NewEvent, TopicInfo, validate_topic
 from .exceptions import (
     EventTooLarge,

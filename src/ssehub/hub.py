@@ -13,35 +13,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import sse
 from .config import HubConfig
 from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
 from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
-from .metrics import Stats
-from .stores import Change, Store, open_store
+from .runs import AgentFunction, RunManager
+from .stores import Change, Page, Store, open_store
 from .tail import Tail, encode_events
 
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from .runs import AgentFunction, RunManager
-
-__all__ = ["Hub", "TopicWriter"]
+__all__ = ["Hub", "Stats", "Subscription", "TopicWriter"]
 
 log = logging.getLogger("ssehub")
+
+
+@dataclass
+class Stats:
+    """Counters since the hub started, bumped where things happen (plain integers: the hot paths stay cheap)."""
+
+    events_published: int = 0
+    streams_opened: int = 0
+    resets_sent: int = 0
 
 
 class Hub:
     """Topic logs in a store, fanned out to any number of subscribers.
 
-    Use it as `async with Hub(...) as hub:` or let the ASGI app's lifespan
-    start and stop it (`hub.asgi()`).
+    Use it as `async with Hub(...) as hub:`, or let the lifespan of its HTTP
+    app start and stop it (`ssehub.asgi.create_app(hub)`). Agents registered
+    with `hub.agent(...)` run in its `RunManager`, `hub.runs`.
     """
 
     def __init__(self, store: str | Store = "memory://", config: HubConfig | None = None, **store_options: Any):
@@ -54,9 +62,7 @@ class Hub:
         self._purger: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.store.add_listener(self._on_change)
-        from .runs import RunManager
-
-        self.runs: RunManager = RunManager(self)
+        self.runs = RunManager(self)
 
     def __repr__(self) -> str:
         return f"Hub({self.store!r})"
@@ -123,11 +129,11 @@ class Hub:
         """Register `async def agent(run, body) -> result` as `POST /agents/{name}` (see `ssehub.runs`)."""
         return self.runs.agent(name, timeout=timeout, max_concurrent=max_concurrent, validate=validate)
 
-    def asgi(self) -> Starlette:
-        """The HTTP interface as a Starlette app whose lifespan starts and stops this hub."""
-        from .app import create_app
-
-        return create_app(self)
+    def asgi(self) -> Any:
+        """Deprecated: use `ssehub.asgi.create_app(hub)`. The HTTP app whose lifespan starts and stops this hub."""
+        warnings.warn("Hub.asgi() is deprecated: use ssehub.asgi.create_app(hub)", DeprecationWarning, stacklevel=2)
+        # Imported by name: the hub sits below the HTTP layer and must not depend on it.
+        return importlib.import_module("ssehub.asgi").create_app(self)
 
     async def _tick_loop(self) -> None:
         # One timer for the whole hub instead of a timeout per subscriber per wait: every half
@@ -216,6 +222,30 @@ class Hub:
 
     async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]:
         return await self.store.topics(prefix, after, limit)
+
+    async def read(self, topic: str, after: int = 0, limit: int = 100) -> Page:
+        """Up to `limit` stored events with id > `after`, with the topic's bounds; TopicNotFound if none."""
+        page = await self.store.read(validate_topic(topic), after, limit)
+        if page is None:
+            raise TopicNotFound(f"no topic {topic!r}")
+        return page
+
+    async def update_meta(self, topic: str, meta: dict[str, Any]) -> TopicInfo:
+        """Merge `meta` into the topic's metadata (None removes a key); creates the topic if needed."""
+        return await self.store.update_meta(validate_topic(topic), meta)
+
+    async def wait_closed(self, topic: str) -> TopicInfo:
+        """Wait until `topic` is closed (or deleted, or this hub drains) and return its state then.
+
+        It holds the topic's tail like a subscriber, but reads nothing: it wakes on the tail's changes only.
+        """
+        tail = await self._acquire(validate_topic(topic))
+        try:
+            while not tail.ended and not self.draining:
+                await tail.wait()
+        finally:
+            await asyncio.shield(self._release(tail))
+        return await self.info(topic)
 
     # -- the store's reports ------------------------------------------------------------------------------
 

@@ -8,8 +8,9 @@ with our own `sse.Decoder` and, through `emit()`, publishes to the current run:
     text_delta       {"content": "tok"}                         a piece of the answer
     tool_call_delta  {"index", "call_id", "tool", "arguments"}  a fragment of a tool call the model makes
 
-and returns the whole `Completion` (text, assembled tool calls, finish reason),
-so the agent can run the tools (`async with run.tool(...)`) and call again.
+and returns the whole `Completion` (text, the tool calls as `ssehub.ToolCall`s,
+finish reason), so the agent can run the tools (`async with run.tool(call)`, which
+keeps the model's call id) and call again.
 Outside a run, `emit()` is a no-op and `stream_chat` simply returns the completion.
 """
 
@@ -25,9 +26,9 @@ import httpx
 
 from . import sse
 from .exceptions import UpstreamError
-from .runs import emit
+from .runs import ToolCall, emit
 
-__all__ = ["ChatModel", "Completion", "ToolCall", "chat_chunks", "stream_chat"]
+__all__ = ["ChatModel", "Completion", "chat_chunks", "stream_chat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +50,19 @@ class ChatModel:
 
 
 @dataclass(slots=True)
-class ToolCall:
-    index: int
+class _Fragments:
+    """A tool call being streamed: its id and name come first, its JSON arguments in pieces."""
+
     id: str = ""
     name: str = ""
     arguments: str = ""
 
-    def args(self) -> Any:
-        """The arguments as JSON; raises UpstreamError if the model produced invalid JSON."""
+    def call(self) -> ToolCall:
         try:
-            return json.loads(self.arguments or "{}")
+            args = json.loads(self.arguments or "{}")
         except ValueError:
             raise UpstreamError(f"the model's arguments for tool {self.name!r} are not valid JSON") from None
+        return ToolCall(self.id, self.name, args)
 
 
 @dataclass(slots=True)
@@ -121,9 +123,12 @@ async def stream_chat(
     client: httpx.AsyncClient | None = None,
     **params: Any,
 ) -> Completion:
-    """Stream one completion into the current run's events (see the module docstring) and return it."""
+    """Stream one completion into the current run's events (see the module docstring) and return it.
+
+    Raises UpstreamError when the model fails, or asks for a tool with arguments that are not JSON.
+    """
     out = Completion()
-    calls: dict[int, ToolCall] = {}
+    calls: dict[int, _Fragments] = {}
     parts: list[str] = []
     async for chunk in chat_chunks(model, messages, client=client, **params):
         if isinstance(chunk.get("usage"), dict):
@@ -141,18 +146,18 @@ async def stream_chat(
             if choice.get("finish_reason"):
                 out.finish_reason = choice["finish_reason"]
     out.text = "".join(parts)
-    out.tool_calls = [calls[i] for i in sorted(calls)]
+    out.tool_calls = [calls[i].call() for i in sorted(calls)]
     return out
 
 
-def _tool_delta(calls: dict[int, ToolCall], fragment: Any) -> None:
+def _tool_delta(calls: dict[int, _Fragments], fragment: Any) -> None:
     # The first fragment of a call carries its id and name; later ones only append to the arguments.
     if not isinstance(fragment, dict):
         return
     index = fragment.get("index", 0)
     if not isinstance(index, int):
         return
-    call = calls.setdefault(index, ToolCall(index))
+    call = calls.setdefault(index, _Fragments())
     function = fragment.get("function") or {}
     if fragment.get("id"):
         call.id = str(fragment["id"])

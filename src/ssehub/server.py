@@ -24,9 +24,11 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
 
+from .asgi import HubApp, create_app
+from .asgi.static import demo_routes
 from .config import HubConfig
+from .demo import register_demo
 from .exceptions import InvalidInput
 from .hub import Hub
 from .stores import open_store
@@ -50,14 +52,9 @@ class ServeOptions:
     hub: HubConfig = field(default_factory=HubConfig)
 
 
-def build_app(options: ServeOptions) -> tuple[Hub, Starlette]:
-    from .app import create_app
-    from .web import demo_routes
-
+def build_app(options: ServeOptions) -> tuple[Hub, HubApp]:
     hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
     if options.demo:
-        from .demo import register_demo
-
         register_demo(hub)
     return hub, create_app(hub, extra_routes=demo_routes() if options.demo else None)
 
@@ -72,7 +69,7 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> HubApp:
     """The app of one worker process of `ssehub serve --workers N` (a uvicorn factory)."""
     raw: dict[str, Any] = json.loads(os.environ[OPTIONS_ENV])
     options = ServeOptions(**{**raw, "hub": HubConfig(**raw["hub"])})

@@ -1,4 +1,4 @@
-"""The HTTP interface of agent runs.
+"""The agent and run endpoints.
 
     GET  /agents                 the registered agents
     POST /agents/{name}          start a run (an Idempotency-Key makes a retried call find the same run);
@@ -17,17 +17,14 @@ ended. Errors of the call (unknown agent, bad body, too many runs) are 4xx.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .app import SubscribeResponse, idempotency_key, read_body, request_cursor
-from .exceptions import InvalidInput, TooManyRequests
-from .hub import Hub
-from .runs import RUN_PREFIX, Run, RunManager, run_document
+from ..hub import Hub
+from ..runs import RUN_PREFIX, Run, RunManager, run_document
+from .requests import idempotency_key, read_json_object, request_cursor
+from .subscriptions import SubscriptionResponse
 
 __all__ = ["agent_routes"]
 
@@ -41,38 +38,20 @@ def _run_url(request: Request, run_id: str) -> str:
     return f"{_prefix(request)}/runs/{run_id}"
 
 
-async def _body(request: Request, limit: int) -> dict[str, Any]:
-    raw = await read_body(request, limit)
-    if not raw.strip():
-        return {}
-    try:
-        payload = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidInput("the body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput("the body of an agent call must be a JSON object")
-    return payload
-
-
 def agent_routes(hub: Hub) -> list[BaseRoute]:
     manager: RunManager = hub.runs
 
     async def start(request: Request) -> Response:
         name = request.path_params["name"]
-        body = await _body(request, hub.config.max_request_bytes)
+        body = await read_json_object(request, hub.config.max_request_bytes, "an agent call")
         key = idempotency_key(request)
-        try:
-            started = await manager.start_run(name, body, idempotency_key=key)
-        except TooManyRequests as exc:
-            return JSONResponse(
-                {"error": {"code": exc.code, "message": exc.message}}, status_code=429, headers={"retry-after": "1"}
-            )
+        started = await manager.start_run(name, body, idempotency_key=key)
         # A repeated Idempotency-Key answers with the run the first call started, in whatever form is asked for.
         run_id = started if isinstance(started, str) else started.id
         location = _run_url(request, run_id)
         headers = {"x-run-id": run_id, "location": location}
         if "text/event-stream" in request.headers.get("accept", ""):
-            return SubscribeResponse(hub, RUN_PREFIX + run_id, 0, headers)  # type: ignore[return-value]
+            return SubscriptionResponse(hub, RUN_PREFIX + run_id, 0, headers)
         if "respond-async" in request.headers.get("prefer", "").lower():
             status = "running" if isinstance(started, Run) else run_document(await manager.info(run_id))["status"]
             return JSONResponse(
@@ -91,7 +70,7 @@ def agent_routes(hub: Hub) -> list[BaseRoute]:
         info = await manager.info(request.path_params["run_id"])
         after = request_cursor(request)
         headers = {"x-run-id": request.path_params["run_id"]}
-        return SubscribeResponse(hub, info.name, after or 0, headers)  # type: ignore[return-value]
+        return SubscriptionResponse(hub, info.name, after or 0, headers)
 
     async def cancel(request: Request) -> Response:
         run_id = request.path_params["run_id"]

@@ -1,0 +1,105 @@
+"""`create_app(hub)`: the HTTP interface of a hub, an ASGI app that can be mounted under any prefix.
+
+    /topics...                 topics.py       publish, subscribe, info, close, delete, list
+    /agents..., /runs/...      agents.py       agent runs
+    /healthz                   here            liveness (503 while draining)
+    /metrics                   metrics.py      Prometheus text format
+    /_ssehub/...               static.py       the browser client and the demo's files
+
+Every error is JSON `{"error": {"code", "message"}}` with a 4xx/5xx status (errors.py).
+
+The two hot endpoints, publishing to a topic and subscribing to it, are what
+every token and every reader takes. `HubApp` recognises their paths with two
+string tests and calls them directly, without Starlette's router and middleware
+stack; everything else is a plain Starlette app behind it, whose state (`.state`)
+and lifespan are the app's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from ..hub import Hub
+from .agents import agent_routes
+from .errors import EXCEPTION_HANDLERS, response_for
+from .metrics import metrics_routes
+from .static import client_routes
+from .topics import TopicEndpoints
+
+__all__ = ["HubApp", "create_app"]
+
+_PREFIX, _SUFFIX = "/topics/", "/events"
+
+
+def _route_path(scope: Scope) -> str:
+    # Mounted under a prefix, `path` is the full path and `root_path` the prefix (the ASGI convention
+    # Starlette's own routing follows).
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class HubApp:
+    """The ASGI app of a hub: the hot topic endpoints first, then the Starlette app `router`."""
+
+    def __init__(self, hub: Hub, router: Starlette, topics: TopicEndpoints) -> None:
+        self.hub = hub
+        self.router = router
+        self.topics = topics
+        self.state = router.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX):
+                method = scope["method"]
+                if method in ("POST", "GET", "HEAD"):
+                    await self._topic_events(scope, receive, send, method, path[len(_PREFIX) : -len(_SUFFIX)])
+                    return
+        await self.router(scope, receive, send)
+
+    async def _topic_events(self, scope: Scope, receive: Receive, send: Send, method: str, topic: str) -> None:
+        request = Request(scope, receive)
+        try:
+            if method == "POST":
+                response = await self.topics.publish(request, topic)
+            else:
+                response = await self.topics.events(request, topic)
+        except Exception as exc:
+            response = response_for(exc, method, scope["path"])
+        await response(scope, receive, send)
+
+
+def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_hub: bool = True) -> HubApp:
+    """The HTTP interface of `hub`. With `manage_hub`, the app's lifespan starts and stops the hub."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "draining" if hub.draining else "ok"}, status_code=503 if hub.draining else 200)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not manage_hub:
+            yield
+            return
+        async with hub:
+            yield
+
+    topics = TopicEndpoints(hub)
+    routes: list[BaseRoute] = [
+        *topics.routes(),
+        Route("/healthz", healthz, methods=["GET"]),
+        *agent_routes(hub),
+        *client_routes(),
+        *metrics_routes(hub),
+        *(extra_routes or []),
+    ]
+    router = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    router.state.hub = hub
+    return HubApp(hub, router, topics)
