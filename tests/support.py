@@ -198,8 +198,8 @@ async def eventually(predicate: Callable[[], object], timeout: float = 10) -> No
 
 @dataclass
 class Read:
-    status: int
-    headers: httpx.Headers
+    status: int = 0
+    headers: httpx.Headers = field(default_factory=httpx.Headers)
     events: list[ServerSentEvent] = field(default_factory=list)
     raw: bytes = b""
     ended: bool = False  # the server ended the response (rather than us stopping)
@@ -213,11 +213,16 @@ async def read_sse(
     count: int | None = None,
     headers: Mapping[str, str] | None = None,
     until_raw: bytes | None = None,
+    into: Read | None = None,
 ) -> Read:
-    """GET `url` as SSE; stop after `count` events, when `until_raw` appears, or when the server ends."""
+    """GET `url` as SSE; stop after `count` events, when `until_raw` appears, or when the server ends.
+
+    Pass `into` to watch the read while it runs (from another task): its events and raw bytes grow as they arrive.
+    """
     decoder = Decoder()
     async with client.stream("GET", url, headers={"accept": "text/event-stream", **(headers or {})}) as resp:
-        read = Read(resp.status_code, resp.headers)
+        read = into or Read(resp.status_code, resp.headers)
+        read.status, read.headers = resp.status_code, resp.headers
         if resp.status_code != 200:
             await resp.aread()
             read.raw = resp.content

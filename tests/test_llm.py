@@ -17,8 +17,8 @@ from starlette.routing import Route
 from ssehub import Hub, Run, UpstreamError
 from ssehub.asgi import create_app
 from ssehub.llm import ChatModel, stream_chat
-from support import serve_app
-from test_runs import SSE, read_all
+from support import read_all, serve_app
+from test_runs import SSE
 
 WORDS = ["The ", "answer", " is", " 42", ".\n\n", "Second", " paragraph", "."]
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,23 +14,10 @@ import pytest
 from ssehub import AgentError, Hub, Run, emit
 from ssehub.asgi import create_app
 from ssehub.demo import answer_for
-from ssehub.sse import Decoder, ServerSentEvent
-from support import serve_app
+from ssehub.sse import ServerSentEvent
+from support import read_all, serve_app, sse_events
 
 SSE = {"accept": "text/event-stream"}
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-    decoder = Decoder()
-    async for chunk in response.aiter_bytes():
-        for event in decoder.feed(chunk):
-            yield event
-
-
-async def read_all(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> list[ServerSentEvent]:
-    async with client.stream(method, url, **kwargs) as response:
-        assert response.status_code == 200, await response.aread()
-        return [e async for e in sse_events(response)]
 
 
 def make_hub(store: str = "memory://") -> Hub:

@@ -94,8 +94,10 @@ _LAZY = {
     "TopicState": "ssehub.client",
     "EventSourceResponse": "ssehub.asgi.responses",
     "EventStream": "ssehub.asgi.responses",
-    "EventStreamResponse": "ssehub.asgi.responses",  # deprecated: EventSourceResponse(..., heartbeat=None)
+    "EventStreamResponse": "ssehub.asgi.responses",
 }
+# Kept for one release; each use warns (so they are never cached here).
+_DEPRECATED = frozenset({"EventStreamResponse"})
 
 
 def __getattr__(name: str) -> Any:
@@ -103,7 +105,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'ssehub' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups find it without coming here
+    if name not in _DEPRECATED:
+        globals()[name] = value  # later lookups find it without coming here
     return value
 
 

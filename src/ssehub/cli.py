@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TextIO
 
 from ._version import __version__
-from .config import HubConfig
+from .config import DEFAULT_URL, HubConfig
 from .exceptions import SSEHubError
 
 __all__ = ["main"]
@@ -102,8 +102,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
-    from .client import DEFAULT_URL
-
     p.add_argument("--url", default=_env("URL", DEFAULT_URL), help=f"the hub's base URL (default {DEFAULT_URL})")
     p.add_argument("--token", default=os.environ.get("SSEHUB_TOKEN"), help="bearer token (default $SSEHUB_TOKEN)")
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ._version import __version__
+from .config import DEFAULT_URL
 from .events import Event, NewEvent, TopicInfo, validate_topic
 from .exceptions import (
     EventTooLarge,
@@ -51,8 +52,6 @@ from .exceptions import (
 from .sse import Decoder, ServerSentEvent
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Client", "TopicState"]
-
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 T = TypeVar("T")
 

@@ -170,7 +170,10 @@ class EventSourceResponse(Response):
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), self.heartbeat)
+                    # asyncio.timeout, not wait_for: wait_for may swallow a cancel (the client leaving)
+                    # that arrives just as an item does.
+                    async with asyncio.timeout(self.heartbeat):
+                        item = await queue.get()
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
