@@ -13,7 +13,7 @@ from starlette.routing import Mount
 
 from ssehub import Hub, HubConfig
 from ssehub.asgi import create_app
-from support import read_sse, serve_app
+from support import Read, read_sse, serve_app
 
 
 @pytest.fixture
@@ -172,12 +172,14 @@ async def test_idempotency_key_over_http(client: httpx.AsyncClient) -> None:
 
 async def test_delete_ends_open_streams(client: httpx.AsyncClient, hub: Hub) -> None:
     await publish(client, "t", {"data": 1})
-    reader = asyncio.create_task(read_sse(client, "/topics/t/events?after=0"))
-    while hub.subscribers("t") < 1:
+    got = Read()
+    reader = asyncio.create_task(read_sse(client, "/topics/t/events?after=0", into=got))
+    while not got.events:  # the stream is open and has delivered what the topic held
         await asyncio.sleep(0.01)
     assert (await client.delete("/topics/t")).json() == {"deleted": "t"}
-    got = await asyncio.wait_for(reader, 5)
+    await asyncio.wait_for(reader, 5)
     assert got.ended and [e.id for e in got.events] == ["1"]
+    assert hub.subscribers("t") == 0
     assert (await client.get("/topics/t")).status_code == 404
 
 
