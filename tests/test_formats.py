@@ -11,6 +11,7 @@ judge the same streams.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import random
 from collections.abc import Iterable, Sequence
@@ -663,7 +664,7 @@ def test_every_frame_has_its_own_increasing_id(logs: dict[str, Log], log_name: s
         blocks = raw.split(b"\n\n")[:-1]
         assert blocks and all(b.startswith(b"id: ") for b in blocks)
         ids = [Cursor.parse(fid) for fid, _ in frames(raw)]
-        assert all(a < b for a, b in zip(ids, ids[1:], strict=False))
+        assert all(a < b for a, b in itertools.pairwise(ids))
         event_ids = {e.id for e in lg.events}
         assert all(c.frames or c.after in event_ids for c in ids)  # a plain id is always a log id
         if lg.events[-1].event in ("done", "error", "cancelled"):
