@@ -8,6 +8,18 @@ all carry an SSE id, so `Last-Event-ID` resumes in every format; `encoder` expla
     enc.feed(event)                 # one live event
     enc.reset(first_id, after)      # retention dropped what was asked for
     enc.close(status)               # the topic ended without a terminal event
+
+A subscriber loop reading a topic in a format:
+
+- parse `Last-Event-ID` (else ``?after=``) with `Cursor.parse`; a cursor beyond the topic's
+  last id (the topic was made anew) means ``after=0`` and a `reset` first;
+- read from the log's first event if `Encoder.stateful` (the encoder rebuilds its state
+  and drops everything at or before the cursor), else from ``cursor.after``; a page whose
+  first id is past the read position calls for `reset(page.first_id, position)`;
+- write what `encode` returns for each page, and for what the tail has after
+  `Encoder.last_id` when woken; stop when `Encoder.ended`;
+- when the topic has ended and everything was fed, write `close(status)`; a reader for
+  which all of this is empty is at the end: answer 204.
 """
 
 from __future__ import annotations

@@ -70,19 +70,6 @@ class AgentEncoder(Encoder):
         #: The assistant turn the next tool call belongs to (AG-UI's parentMessageId): the text just
         #: before it, else the first of the calls made together; a tool result ends the turn.
         self._parent: str | None = None
-        self._handlers: dict[str, Callable[[Event, Any], bool]] = {
-            "text_delta": self._on_text,
-            "reasoning_delta": self._on_reasoning,
-            "tool_call_delta": self._on_tool_call_delta,
-            "tool_start": self._on_tool_start,
-            "tool_result": self._on_tool_result,
-            "step_start": self._on_step_start,
-            "step_end": self._on_step_end,
-            "progress": self._on_progress,
-            "done": self._on_done,
-            "error": self._on_error,
-            "cancelled": self._on_cancelled,
-        }
 
     @property
     def ended(self) -> bool:
@@ -94,9 +81,9 @@ class AgentEncoder(Encoder):
         if self._ended:
             return
         self._begin()
-        handler = self._handlers.get(event.event)
+        handler = _HANDLERS.get(event.event)
         data = _parse(event.data)
-        if handler is None or not handler(event, data):
+        if handler is None or not handler(self, event, data):
             self._data(event.event, event.data if data is _RAW else data)
 
     def _begin(self) -> None:
@@ -384,6 +371,22 @@ class AgentEncoder(Encoder):
 
     @abstractmethod
     def _abort(self, reason: str | None) -> None: ...
+
+
+# By event name: a handler returns False when the data does not have the vocabulary's shape.
+_HANDLERS: dict[str, Callable[[AgentEncoder, Event, Any], bool]] = {
+    "text_delta": AgentEncoder._on_text,
+    "reasoning_delta": AgentEncoder._on_reasoning,
+    "tool_call_delta": AgentEncoder._on_tool_call_delta,
+    "tool_start": AgentEncoder._on_tool_start,
+    "tool_result": AgentEncoder._on_tool_result,
+    "step_start": AgentEncoder._on_step_start,
+    "step_end": AgentEncoder._on_step_end,
+    "progress": AgentEncoder._on_progress,
+    "done": AgentEncoder._on_done,
+    "error": AgentEncoder._on_error,
+    "cancelled": AgentEncoder._on_cancelled,
+}
 
 
 def _parse(text: str) -> Any:
