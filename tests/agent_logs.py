@@ -89,8 +89,8 @@ async def _record() -> dict[str, Log]:
         messages = [{"role": "user", "content": body["message"]}]
         completion = await stream_chat(tools_model, messages, client=openai)
         for tool_call in completion.tool_calls:
-            async with run.tool(tool_call.name, tool_call.args()) as call:
-                call.result = {"tool": tool_call.name, "ok": True}
+            async with run.tool(tool_call) as call:  # under the model's own call id
+                call.result = {"tool": tool_call.tool, "ok": True}
         await run.progress(50, "Answering")
         emit("message", {"note": "emit() reaches the run from anywhere"})
         emit("citation", {"url": "https://example.com/weather"})

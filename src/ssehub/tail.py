@@ -13,14 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from . import sse
 from .events import Event
+from .formats.native import encode_event
 
-__all__ = ["Tail", "encode_event"]
-
-
-def encode_event(event: Event) -> bytes:
-    return sse.encode(event.data, event=None if event.event == "message" else event.event, id=event.id)
+__all__ = ["Tail", "encode_event", "encode_events"]
 
 
 def encode_events(events: Iterable[Event]) -> bytes:
