@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TextIO
 
 from ._version import __version__
-from .config import DEFAULT_URL, HubConfig
+from .config import DEFAULT_URL
 from .exceptions import SSEHubError
+from .options import OPTIONS, resolve
 
 __all__ = ["main"]
 
@@ -24,77 +25,45 @@ def _env(name: str, default: str) -> str:
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "serve", help="run the hub server", description="Run the hub server (environment: SSEHUB_<OPTION>)."
+        "serve",
+        help="run the hub server",
+        description=(
+            "Run the hub server. Every option can also be set with the environment variable shown, or in a "
+            "TOML file (--config); a flag wins over the environment, which wins over the file."
+        ),
     )
-    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=_env("PORT", "8000"), help="port (default 8000)")
+    p.add_argument("--config", metavar="FILE", help="a TOML file of options, keys as the flags' names ($SSEHUB_CONFIG)")
     p.add_argument(
-        "--store",
-        default=_env("STORE", "sqlite:///ssehub.db"),
-        help="memory://, sqlite:///path.db or redis://host:port/db (default sqlite:///ssehub.db)",
+        "--print-config", action="store_true", help="print the effective options as TOML (secrets masked) and exit"
     )
-    p.add_argument(
-        "--heartbeat", type=float, default=_env("HEARTBEAT", "15"), help="seconds between keep-alive comments"
-    )
-    p.add_argument("--retry", type=int, default=_env("RETRY", "2000"), help="reconnect delay hint for clients, ms")
-    p.add_argument("--max-event-bytes", type=int, default=_env("MAX_EVENT_BYTES", str(1024 * 1024)))
-    p.add_argument("--max-events", type=int, default=_env("MAX_EVENTS", "100000"), help="events kept per topic")
-    p.add_argument("--ttl", type=float, default=_env("TTL", "86400"), help="seconds a closed topic is kept")
-    p.add_argument(
-        "--token", default=os.environ.get("SSEHUB_TOKEN"), help="require this bearer token to publish/close/delete"
-    )
-    p.add_argument(
-        "--run-grace",
-        type=float,
-        default=_env("RUN_GRACE", "5"),
-        help="on SIGTERM, seconds running agent runs get to finish before they are cancelled (default 5)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=_env("WORKERS", "1"),
-        help="processes serving one port; above 1 needs a redis:// store (default 1)",
-    )
-    p.add_argument(
-        "--log-level", default=_env("LOG_LEVEL", "info"), choices=["critical", "error", "warning", "info", "debug"]
-    )
-    p.add_argument(
-        "--demo",
-        action="store_true",
-        default=_env("DEMO", "") not in ("", "0", "false"),
-        help="register the demo agent `chat` (POST /agents/chat) and serve its chat page at /",
-    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in OPTIONS:
+        group = groups.get(option.group) or groups.setdefault(option.group, p.add_argument_group(option.group))
+        default = "" if option.default in (None, False, []) else f"; default {option.default}"
+        kwargs: dict[str, Any] = {
+            "dest": option.attr,
+            "default": argparse.SUPPRESS,  # absent: the environment, the file or the default decides
+            "help": f"{option.help} (${option.env}{default})",
+        }
+        if option.flag:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = option.metavar or option.name.split("-")[-1].upper()
+            if option.repeat:
+                kwargs["action"] = "append"
+        group.add_argument(f"--{option.name}", **kwargs)
     p.set_defaults(run=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import ServeOptions, serve
 
-    try:
-        hub_config = HubConfig(
-            heartbeat=args.heartbeat,
-            retry_ms=args.retry,
-            max_event_bytes=args.max_event_bytes,
-            token=args.token,
-            run_grace=args.run_grace,
-        )
-    except ValueError as exc:
-        raise SystemExit(f"ssehub serve: {exc}") from None
-    if not 0 <= args.port <= 65535:
-        raise SystemExit(f"ssehub serve: port {args.port} is out of range")
-    serve(
-        ServeOptions(
-            host=args.host,
-            port=args.port,
-            store=args.store,
-            max_events=args.max_events,
-            ttl=args.ttl,
-            log_level=args.log_level,
-            demo=args.demo,
-            workers=args.workers,
-            hub=hub_config,
-        )
-    )
+    given = {o.name: getattr(args, o.attr) for o in OPTIONS if hasattr(args, o.attr)}
+    settings = resolve(given, config=args.config)
+    if args.print_config:
+        sys.stdout.write(settings.to_toml())
+        return 0
+    serve(ServeOptions.from_settings(settings))
     return 0
 
 

@@ -19,7 +19,8 @@ import json
 import logging
 import os
 import signal
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -31,6 +32,7 @@ from .config import HubConfig
 from .demo import register_demo
 from .exceptions import InvalidInput
 from .hub import Hub
+from .options import ConfigError
 from .stores import open_store
 
 __all__ = ["ServeOptions", "app_from_env", "build_app", "serve"]
@@ -50,6 +52,34 @@ class ServeOptions:
     demo: bool = False
     workers: int = 1
     hub: HubConfig = field(default_factory=HubConfig)
+    #: The resolved options these came from, by name (what the worker processes of --workers N rebuild from).
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> ServeOptions:
+        """From the resolved options (`ssehub.options.resolve`), by name."""
+        try:
+            hub = HubConfig(
+                heartbeat=settings["heartbeat"],
+                retry_ms=settings["retry"],
+                max_event_bytes=settings["max-event-bytes"],
+                token=settings["token"],
+                run_grace=settings["run-grace"],
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls(
+            host=settings["host"],
+            port=settings["port"],
+            store=settings["store"],
+            max_events=settings["max-events"],
+            ttl=settings["ttl"],
+            log_level=settings["log-level"],
+            demo=settings["demo"],
+            workers=settings["workers"],
+            hub=hub,
+            settings=dict(settings),
+        )
 
 
 def build_app(options: ServeOptions) -> tuple[Hub, HubApp]:
@@ -71,8 +101,7 @@ class _DrainingServer(uvicorn.Server):
 
 def app_from_env() -> HubApp:
     """The app of one worker process of `ssehub serve --workers N` (a uvicorn factory)."""
-    raw: dict[str, Any] = json.loads(os.environ[OPTIONS_ENV])
-    options = ServeOptions(**{**raw, "hub": HubConfig(**raw["hub"])})
+    options = ServeOptions.from_settings(json.loads(os.environ[OPTIONS_ENV]))
     hub, app = build_app(options)
     _drain_on_exit(hub)
     return app
@@ -99,7 +128,9 @@ def _serve_workers(options: ServeOptions) -> None:
             f"--workers {options.workers} needs a store that processes can share (redis://host:port/db); "
             f"{options.store} belongs to one process"
         )
-    os.environ[OPTIONS_ENV] = json.dumps(asdict(options))
+    if not options.settings:
+        raise InvalidInput("--workers above 1 needs ServeOptions.from_settings(...): the workers rebuild from them")
+    os.environ[OPTIONS_ENV] = json.dumps(dict(options.settings))
     print(
         f"ssehub serving {options.store} on http://{options.host}:{options.port} with {options.workers} workers",
         flush=True,
