@@ -15,12 +15,19 @@ from support import RedisServer, ServerProcess, free_port, missing, redis_answer
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """`server(*args, env=..., port=...)` starts `ssehub serve` with those arguments; all are stopped after the test."""
+    """`server(*args, env=..., port=...)` starts `ssehub serve` with those arguments (or `command=[...]`, another
+    server of a hub); all are stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, port: int | None = None) -> ServerProcess:
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        command: list[str] | None = None,
+        prefix: str = "",
+    ) -> ServerProcess:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        proc = ServerProcess(list(args), full_env, port or free_port(), tmp_path)
+        proc = ServerProcess(list(args), full_env, port or free_port(), tmp_path, command, prefix)
         started.append(proc)
         return proc.start()
 

@@ -63,16 +63,29 @@ async def serve_app(app: Any, port: int | None = None) -> AsyncIterator[str]:
 
 
 class ServerProcess:
-    """A real `ssehub serve` process."""
+    """A real `ssehub serve` process; or with `command`, any server of a hub (`{port}` in it is the port),
+    whose hub answers under `url` + `prefix`."""
 
-    def __init__(self, args: list[str], env: dict[str, str], port: int, cwd: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        port: int,
+        cwd: Path,
+        command: list[str] | None = None,
+        prefix: str = "",
+    ) -> None:
         self.args, self.env, self.port, self.cwd = args, env, port, cwd
-        self.url = f"http://127.0.0.1:{port}"
+        self.command = command
+        self.url = f"http://127.0.0.1:{port}{prefix}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = cwd / f"server-{port}.log"
 
     def start(self, timeout: float = 20) -> ServerProcess:
-        cmd = [sys.executable, "-m", "ssehub", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        if self.command is not None:
+            cmd = [part.replace("{port}", str(self.port)) for part in self.command]
+        else:
+            cmd = [sys.executable, "-m", "ssehub", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -27,6 +27,7 @@ from .config import HubConfig
 from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
 from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
 from .runs import AgentFunction, RunManager
+from .shutdown import on_exit_signals
 from .stores import Change, Page, Store, open_store
 from .tail import Tail, encode_events
 
@@ -104,19 +105,39 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
-        """For a host app that mounts the hub: `FastAPI(lifespan=hub.lifespan)`."""
+        """Start and stop the hub with the server: `FastAPI(lifespan=hub.lifespan)` for a host app that mounts
+        it (`create_app(hub)` uses it too).
+
+        It also drains the hub as soon as the server is told to stop (SIGTERM, SIGINT), before the server
+        waits for its open connections: see `ssehub.shutdown`.
+        """
         async with self:
-            yield
+            with on_exit_signals(self.drain):
+                yield
 
     def drain(self) -> None:
-        """End every open stream with a `retry:` hint so clients reconnect (elsewhere) and resume."""
+        """Stop: end every open stream with a `retry:` hint so clients reconnect (elsewhere) and resume, and
+        begin stopping the runs (they get `HubConfig.run_grace` seconds to finish). Idempotent."""
+        if not self._draining.is_set():
+            log.info("draining: ending %d stream(s) with a retry hint", self.subscriber_count)
         self._draining.set()
         for tail in self._tails.values():
             tail.wake()
+        if self._started:
+            self.runs.stop()
 
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
+
+    async def check_store(self, timeout: float = 2.0) -> None:
+        """Raise StoreUnavailable unless the store answers a cheap read within `timeout` seconds (readiness)."""
+        try:
+            async with asyncio.timeout(timeout):
+                # A topic that never exists: one lookup in every store, and nothing is written.
+                await self.store.info("_ssehub/ready")
+        except TimeoutError:
+            raise StoreUnavailable(f"the store did not answer within {timeout:g}s") from None
 
     def agent(
         self,

@@ -190,6 +190,14 @@ OPTIONS: tuple[Option, ...] = (
         group="agents",
         flag=True,
     ),
+    Option(
+        "demo-abandon",
+        number(0, 86_400),
+        60.0,
+        "seconds a demo run may go on with nobody reading it before it is cancelled (0: never)",
+        group="agents",
+        metavar="SECONDS",
+    ),
     Option("workers", integer(1, 256), 1, "processes serving one port; above 1 needs a redis:// store", metavar="N"),
     Option(
         "log-level",
@@ -197,6 +205,22 @@ OPTIONS: tuple[Option, ...] = (
         "info",
         "the least severe messages logged",
         group="logging",
+    ),
+    Option(
+        "log-format",
+        choice("plain", "json"),
+        "plain",
+        "plain lines (key=value fields) or one JSON object per line",
+        group="logging",
+        metavar="FORMAT",
+    ),
+    Option(
+        "access-log",
+        boolean,
+        True,
+        "one line per request and per stream (topic, from-id, events, bytes, duration, why it ended)",
+        group="logging",
+        flag=True,
     ),
 )
 

@@ -391,6 +391,7 @@ class RunManager:
         self.boot = secrets.token_hex(8)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._stopper: asyncio.Future[None] | None = None
 
     def register(self, agent: Agent) -> None:
         if not agent.name or "/" in agent.name or len(agent.name) > 100:
@@ -418,21 +419,34 @@ class RunManager:
         self._spawn(self._lease_loop(), "ssehub-run-leases")
         self._spawn(self._sweep(), "ssehub-run-sweep")
 
-    async def aclose(self) -> None:
-        """Stop every run of this process: each ends `failed` ("the server stopped"), so none is left running.
-
-        With `HubConfig.run_grace`, runs first get that many seconds to finish on their own (no new run starts).
-        """
+    def stop(self) -> None:
+        """Begin stopping (once): no new run starts; the running ones get `HubConfig.run_grace` seconds to
+        finish on their own, then are cancelled and end `failed` ("the server stopped"), so none is left
+        running. `aclose` waits for it; a server calls this as soon as it is told to stop, so that requests
+        waiting for a run's result get it while the server still waits for its connections."""
         self._stopping = True
+        if self._stopper is None:
+            self._stopper = asyncio.ensure_future(self._stop_runs())
+            self._stopper.set_name("ssehub-run-stop")
+
+    async def _stop_runs(self) -> None:
         runs = list(self.runs.values())
         grace = self.hub.config.run_grace
         if runs and grace > 0:
+            log.info("waiting up to %gs for %d run(s) to finish", grace, len(runs))
             await asyncio.wait([r.finished for r in runs], timeout=grace)
             runs = [r for r in runs if not r.finished.done()]
         for run in runs:
             run.cancel("shutdown")
         if runs:
             await asyncio.wait([r.finished for r in runs], timeout=10)
+
+    async def aclose(self) -> None:
+        """Stop every run of this process (see `stop`) and the manager's own tasks."""
+        self.stop()
+        assert self._stopper is not None
+        await asyncio.shield(self._stopper)
+        self._stopper = None
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

@@ -1,15 +1,14 @@
 """Running a hub on uvicorn: `ssehub serve`.
 
-Graceful shutdown: uvicorn waits for open connections before it runs the
-lifespan shutdown, and SSE connections never end by themselves. So on SIGTERM
-or SIGINT we first drain the hub (every stream gets a `retry:` hint and ends,
-and its client reconnects, to another node if there is one, and resumes from
-its last id), then let uvicorn stop as usual.
+Graceful shutdown is the hub's lifespan's (see `ssehub.shutdown`): on SIGTERM or SIGINT the hub
+drains before uvicorn waits for open connections (every stream gets a `retry:` hint and ends, and
+its client reconnects, to another node if there is one, and resumes from its last id), running
+runs get `--run-grace` seconds, then uvicorn stops as usual. The same happens when the app runs
+under `uvicorn module:app` or is mounted in a host app with `lifespan=hub.lifespan`.
 
 `--workers N` runs N processes on one port (uvicorn's supervisor). They share
 nothing but the store, so only a store several processes can share (Redis)
-is allowed. Each worker builds its hub from options passed in the
-environment, and drains it on SIGTERM/SIGINT before uvicorn's own handler runs.
+is allowed. Each worker builds its hub from options passed in the environment.
 """
 
 from __future__ import annotations
@@ -18,10 +17,8 @@ import asyncio
 import json
 import logging
 import os
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -49,7 +46,10 @@ class ServeOptions:
     max_events: int = 100_000
     ttl: float = 86_400.0
     log_level: str = "info"
+    log_format: str = "plain"
+    access_log: bool = True
     demo: bool = False
+    demo_abandon: float = 60.0
     workers: int = 1
     hub: HubConfig = field(default_factory=HubConfig)
     #: The resolved options these came from, by name (what the worker processes of --workers N rebuild from).
@@ -75,7 +75,10 @@ class ServeOptions:
             max_events=settings["max-events"],
             ttl=settings["ttl"],
             log_level=settings["log-level"],
+            log_format=settings["log-format"],
+            access_log=settings["access-log"],
             demo=settings["demo"],
+            demo_abandon=settings["demo-abandon"],
             workers=settings["workers"],
             hub=hub,
             settings=dict(settings),
@@ -89,37 +92,10 @@ def build_app(options: ServeOptions) -> tuple[Hub, HubApp]:
     return hub, create_app(hub, extra_routes=demo_routes() if options.demo else None)
 
 
-class _DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
-        super().__init__(config)
-        self.hub = hub
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.hub.drain()
-        super().handle_exit(sig, frame)
-
-
 def app_from_env() -> HubApp:
     """The app of one worker process of `ssehub serve --workers N` (a uvicorn factory)."""
     options = ServeOptions.from_settings(json.loads(os.environ[OPTIONS_ENV]))
-    hub, app = build_app(options)
-    _drain_on_exit(hub)
-    return app
-
-
-def _drain_on_exit(hub: Hub) -> None:
-    # uvicorn installs its exit handlers before it loads the app, so we run before them: drained
-    # streams end, and uvicorn's wait for open connections does not hang on them.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.getsignal(sig)
-        if not callable(previous):
-            continue
-
-        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
-            hub.drain()
-            previous(signum, frame)
-
-        signal.signal(sig, handler)
+    return build_app(options)[1]
 
 
 def _serve_workers(options: ServeOptions) -> None:
@@ -148,7 +124,9 @@ def _uvicorn_options(options: ServeOptions) -> dict[str, Any]:
         "lifespan": "on",
         "log_level": options.log_level,
         "access_log": False,
-        "timeout_graceful_shutdown": 5,
+        # Streams end at once on SIGTERM; what may still hold a connection is a request waiting for a run,
+        # which ends within the grace.
+        "timeout_graceful_shutdown": options.hub.run_grace + 5,
         # Thousands of idle SSE clients are the normal case, not a flood.
         "backlog": 4096,
     }
@@ -181,4 +159,4 @@ def serve(options: ServeOptions) -> None:
     config = uvicorn.Config(app, **_uvicorn_options(options))
     print(f"ssehub serving {hub.store!r} on http://{options.host}:{options.port} (pid {os.getpid()})", flush=True)
     _print_demo_url(options)
-    _DrainingServer(config, hub).run()
+    uvicorn.Server(config).run()

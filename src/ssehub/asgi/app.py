@@ -3,6 +3,7 @@
     /topics...                 topics.py       publish, subscribe, info, close, delete, list
     /agents..., /runs/...      agents.py       agent runs
     /healthz                   here            liveness (503 while draining)
+    /readyz                    here            readiness: 503 while draining or while the store does not answer
     /metrics                   metrics.py      Prometheus text format
     /_ssehub/...               static.py       the browser client and the demo's files
 
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from ..exceptions import StoreUnavailable
 from ..hub import Hub
 from .agents import agent_routes
 from .errors import EXCEPTION_HANDLERS, response_for
@@ -83,18 +85,29 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "draining" if hub.draining else "ok"}, status_code=503 if hub.draining else 200)
 
+    async def readyz(request: Request) -> Response:
+        # Whether to send traffic here: not while draining, not while the store is away.
+        if hub.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        try:
+            await hub.check_store()
+        except StoreUnavailable as exc:
+            return JSONResponse({"status": "store_unavailable", "message": exc.message}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not manage_hub:
             yield
             return
-        async with hub:
+        async with hub.lifespan(app):
             yield
 
     topics = TopicEndpoints(hub)
     routes: list[BaseRoute] = [
         *topics.routes(),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         *agent_routes(hub),
         *client_routes(),
         *metrics_routes(hub),
