@@ -169,6 +169,8 @@ class Hub:
             await asyncio.sleep(self.config.purge_interval)
             try:
                 await self.store.purge()
+            except StoreUnavailable as exc:  # expected while the store is away: one line, retried
+                log.warning("retention sweep: %s; trying again in %gs", exc.message, self.config.purge_interval)
             except Exception:  # a failed sweep is retried at the next interval
                 log.exception("retention sweep failed")
 
@@ -336,12 +338,20 @@ class Hub:
 
 
 class Subscription:
-    """A cursor over one topic: `chunks()` yields SSE bytes until the topic ends."""
+    """A cursor over one topic: `chunks()` yields SSE bytes until the topic ends.
+
+    What it did is kept for the access log: `after` (where it started), `events` (how many it sent) and
+    `ended`, why `chunks()` stopped: `closed` (the topic ended and was read to its end), `deleted`,
+    `draining` (the server is stopping), `store_unavailable`; None while it runs, or when the client left.
+    """
 
     def __init__(self, hub: Hub, tail: Tail, cursor: int) -> None:
         self.hub = hub
         self.tail = tail
         self.cursor = cursor
+        self.after = cursor
+        self.events = 0
+        self.ended: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -366,6 +376,7 @@ class Subscription:
             try:
                 info = await hub.store.info(tail.name)
             except StoreUnavailable:
+                self.ended = "store_unavailable"
                 yield sse.encode_retry(config.retry_ms)
                 return
             if info is not None:
@@ -379,29 +390,37 @@ class Subscription:
                 try:
                     page = await hub.store.read(tail.name, self.cursor, config.page_size)
                 except StoreUnavailable:
+                    self.ended = "store_unavailable"
                     break  # the client reconnects after the retry hint and resumes from its cursor
                 if page is None:  # deleted meanwhile
+                    self.ended = "deleted"
                     return
                 if page.first_id > self.cursor + 1:
                     yield self._reset(page.first_id)
                     continue
                 if page.events:
                     self.cursor = page.events[-1].id
+                    self.events += len(page.events)
                     yield encode_events(page.events)
                     sent = loop.time()
                     continue
                 got = (b"", self.cursor)
-            chunk, self.cursor = got
+            chunk, cursor = got
             if chunk:
+                # Ids are consecutive within the window: the count is the cursor's step.
+                self.events += cursor - self.cursor
+                self.cursor = cursor
                 yield chunk
                 sent = loop.time()
                 continue
             if tail.ended:
+                self.ended = "deleted" if tail.deleted else "closed"
                 return
             if loop.time() - sent >= config.heartbeat:
                 sent = loop.time()
                 yield b": keep-alive\n\n"
             await tail.wait()
+        self.ended = self.ended or "draining"
         yield sse.encode_retry(config.retry_ms)
 
 

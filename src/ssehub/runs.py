@@ -40,7 +40,8 @@ from typing import Any, Protocol, overload
 
 from .config import HubConfig
 from .events import NewEvent, TopicInfo
-from .exceptions import InvalidInput, SSEHubError, TooManyRequests, TopicClosed, TopicNotFound
+from .exceptions import InvalidInput, SSEHubError, StoreUnavailable, TooManyRequests, TopicClosed, TopicNotFound
+from .logs import log_fields
 from .stores import Page
 
 __all__ = [
@@ -163,6 +164,9 @@ class Run:
         self._cancel_reason: str | None = None
         self._started = False
         self._terminal = False
+        #: For the run's log line: events stored, and when it began (monotonic seconds).
+        self.events = 0
+        self._began = time.monotonic()
 
     def __repr__(self) -> str:
         return f"<Run {self.id} agent={self.agent.name!r} status={self.status}>"
@@ -235,6 +239,7 @@ class Run:
                     events = [e for e, _ in batch if e is not None]
                     if events:
                         await self.hub.publish_many(self.topic, events)
+                        self.events += len(events)
                 except TopicClosed:
                     # Cancelled (or failed) by another process meanwhile: stop the agent too.
                     self._open = False
@@ -319,6 +324,16 @@ class Run:
             self._open = False
             if not self.finished.done():
                 self.finished.set_result(None)
+        log_fields(
+            log,
+            "run",
+            id=self.id,
+            agent=self.agent.name,
+            status=self.status,
+            events=self.events + 1,  # and the terminal one
+            seconds=time.monotonic() - self._began,
+            error=self.error,
+        )
 
     async def _store_end(self, status: str, terminal: NewEvent) -> str:
         """The result in the metadata, then the terminal event and the close in one append; the final status."""
@@ -477,7 +492,19 @@ class RunManager:
                     log.warning("run %s: could not renew its lease: %s", run.id, exc)
 
     async def _sweep(self) -> None:
-        """Mark the runs that died with their process as failed."""
+        """Mark the runs that died with their process as failed; while the store is away, try again later."""
+        delay = 1.0
+        while True:
+            try:
+                await self._sweep_once()
+                return
+            except StoreUnavailable as exc:
+                # Expected when the store starts after us: one line, no traceback, and another try.
+                log.warning("run sweep: %s; trying again in %gs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _sweep_once(self) -> None:
         after = ""
         while True:
             page = await self.hub.topics(RUN_PREFIX, after, 500)

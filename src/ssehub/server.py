@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import uvicorn
 
+from . import logs
 from .asgi import HubApp, create_app
 from .asgi.static import demo_routes
 from .config import HubConfig
@@ -88,13 +88,15 @@ class ServeOptions:
 def build_app(options: ServeOptions) -> tuple[Hub, HubApp]:
     hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
     if options.demo:
-        register_demo(hub)
-    return hub, create_app(hub, extra_routes=demo_routes() if options.demo else None)
+        register_demo(hub, abandon=options.demo_abandon)
+    routes = demo_routes() if options.demo else None
+    return hub, create_app(hub, extra_routes=routes, access_log=options.access_log)
 
 
 def app_from_env() -> HubApp:
     """The app of one worker process of `ssehub serve --workers N` (a uvicorn factory)."""
     options = ServeOptions.from_settings(json.loads(os.environ[OPTIONS_ENV]))
+    logs.configure(options.log_level, options.log_format)
     return build_app(options)[1]
 
 
@@ -123,6 +125,9 @@ def _uvicorn_options(options: ServeOptions) -> dict[str, Any]:
         "http": "httptools",
         "lifespan": "on",
         "log_level": options.log_level,
+        # Our own logging set-up (ssehub.logs) for uvicorn's lines too, and our access log instead of
+        # uvicorn's, which logs a stream when it starts, not what it sent nor why it ended.
+        "log_config": None,
         "access_log": False,
         # Streams end at once on SIGTERM; what may still hold a connection is a request waiting for a run,
         # which ends within the grace.
@@ -141,13 +146,15 @@ def _print_demo_url(options: ServeOptions) -> None:
 
 
 async def _check_store(url: str) -> None:
-    store = open_store(url)
+    store = open_store(url)  # a malformed URL fails here
+    if store.shared:
+        return  # a server (Redis) that is not up yet is not an error: the hub waits for it, said in one line
     await store.start()
     await store.aclose()
 
 
 def serve(options: ServeOptions) -> None:
-    logging.basicConfig(level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(options.log_level, options.log_format)
     # Open the store once before uvicorn does, so that a wrong path or URL is a one-line error, not a traceback.
     asyncio.run(_check_store(options.store))
     if options.workers < 1:

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..exceptions import StoreUnavailable
 from ..hub import Hub
+from .access import log_access
 from .agents import agent_routes
 from .errors import EXCEPTION_HANDLERS, response_for
 from .metrics import metrics_routes
@@ -51,13 +52,20 @@ def _route_path(scope: Scope) -> str:
 class HubApp:
     """The ASGI app of a hub: the hot topic endpoints first, then the Starlette app `router`."""
 
-    def __init__(self, hub: Hub, router: Starlette, topics: TopicEndpoints) -> None:
+    def __init__(self, hub: Hub, router: Starlette, topics: TopicEndpoints, access_log: bool = False) -> None:
         self.hub = hub
         self.router = router
         self.topics = topics
         self.state = router.state
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.access_log and scope["type"] == "http":
+            await log_access(self._dispatch, scope, receive, send)
+        else:
+            await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = _route_path(scope)
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX):
@@ -79,8 +87,11 @@ class HubApp:
         await response(scope, receive, send)
 
 
-def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_hub: bool = True) -> HubApp:
-    """The HTTP interface of `hub`. With `manage_hub`, the app's lifespan starts and stops the hub."""
+def create_app(
+    hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_hub: bool = True, access_log: bool = False
+) -> HubApp:
+    """The HTTP interface of `hub`. With `manage_hub`, the app's lifespan starts and stops the hub. With
+    `access_log`, every request and stream writes one line to the logger `ssehub.access` (see `access.py`)."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "draining" if hub.draining else "ok"}, status_code=503 if hub.draining else 200)
@@ -115,4 +126,4 @@ def create_app(hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_
     ]
     router = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     router.state.hub = hub
-    return HubApp(hub, router, topics)
+    return HubApp(hub, router, topics, access_log)

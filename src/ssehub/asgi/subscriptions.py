@@ -9,6 +9,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..exceptions import SSEHubError
 from ..hub import Hub, Subscription
+from .access import STREAM_KEY
 from .errors import response_for
 from .responses import EventSourceResponse
 
@@ -32,6 +33,7 @@ class SubscriptionResponse(Response):
         sub: Subscription | None = None
         try:
             async with self.hub.subscription(self.topic, self.after) as sub:
+                scope[STREAM_KEY] = sub  # for the access log
                 if sub.finished:
                     await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
                     return
