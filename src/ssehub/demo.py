@@ -1,5 +1,8 @@
 """The demo agent of `ssehub serve --demo`: `POST /agents/chat {"message": "..."}`.
 
+It also takes a conversation, `{"messages": [{"role", "content"}, ...]}` (what `useChat` at
+`/chat/chat` and AG-UI clients at `/ag-ui/chat` send it): it answers the last user message.
+
 With no configuration it answers deterministically: a step with a tool call,
 progress, then a multi-paragraph reply streamed token by token at a realistic
 pace (`SSEHUB_DEMO_DELAY` seconds per token, default 0.03). With
@@ -58,12 +61,25 @@ def tokens(text: str) -> list[str]:
 
 
 def _validate(body: dict[str, Any]) -> dict[str, Any]:
-    message = body.get("message", "")
+    history = _history(body.get("messages"))
+    message = body.get("message", next((m["content"] for m in reversed(history) if m["role"] == "user"), ""))
     if not isinstance(message, str):
         raise InvalidInput('"message" must be a string')
     if len(message) > MAX_MESSAGE:
         raise InvalidInput(f'"message" is at most {MAX_MESSAGE} characters')
-    return {"message": message}
+    return {"message": message, "history": history}
+
+
+def _history(messages: Any) -> list[dict[str, str]]:
+    if messages is None:
+        return []
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise InvalidInput('"messages" must be a list of {"role", "content"} with string values')
+    if sum(len(m["content"]) for m in messages) > 10 * MAX_MESSAGE:
+        raise InvalidInput(f'"messages" hold at most {10 * MAX_MESSAGE} characters')
+    return [{"role": m["role"], "content": m["content"]} for m in messages if m["role"] in ("user", "assistant")]
 
 
 async def _cancel_when_abandoned(hub: Hub, run: Run, abandon: float) -> None:
@@ -108,13 +124,9 @@ def register_demo(hub: Hub, name: str = "chat", *, abandon: float = 60.0) -> Non
                 call.result = {"hits": 3, "best": "ssehub: durable, resumable Server-Sent Events"}
         await run.progress(20, "Writing the answer")
         if model is not None:
-            completion = await stream_chat(
-                model,
-                [
-                    {"role": "system", "content": "You are a helpful assistant. Answer in a few short paragraphs."},
-                    {"role": "user", "content": message},
-                ],
-            )
+            system = {"role": "system", "content": "You are a helpful assistant. Answer in a few short paragraphs."}
+            conversation = body["history"] or [{"role": "user", "content": message}]
+            completion = await stream_chat(model, [system, *conversation])
             await run.progress(100, "Done")
             return {"answer": completion.text}
         text = answer_for(message)

@@ -7,6 +7,9 @@
 
 There is no per-subscriber queue: a subscriber is an integer cursor and a
 task, so a slow client costs nothing but reading further back in the log.
+`Subscription.chunks()` writes the tail's cached native frames; `events()` is the
+same loop yielding the events themselves, for the readers of the other wire
+formats (`ssehub.formats`), which encode them their own way.
 """
 
 from __future__ import annotations
@@ -17,21 +20,21 @@ import importlib
 import json
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from . import sse
 from .config import HubConfig
-from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
+from .events import TERMINAL_STATUSES, Event, NewEvent, TopicInfo, validate_topic
 from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
 from .runs import AgentFunction, RunManager
 from .shutdown import on_exit_signals
 from .stores import Change, Page, Store, open_store
 from .tail import Tail, encode_events
 
-__all__ = ["Hub", "Stats", "Subscription", "TopicWriter"]
+__all__ = ["Gap", "Hub", "Stats", "Subscription", "TopicWriter"]
 
 log = logging.getLogger("ssehub")
 
@@ -43,6 +46,14 @@ class Stats:
     events_published: int = 0
     streams_opened: int = 0
     resets_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Retention dropped events a subscriber asked for: the oldest left is `first_id`; it read up to `after`."""
+
+    first_id: int
+    after: int
 
 
 class Hub:
@@ -367,20 +378,29 @@ class Subscription:
         self.hub.stats.resets_sent += 1
         return frame
 
+    async def sync(self, cursor: int) -> bool:
+        """Before reading from `cursor`: make sure the tail knows the topic's last id; False if the store is away.
+
+        With a shared store, another node may have appended what this one's follower has not reported yet.
+        """
+        tail = self.tail
+        if cursor > tail.last_id and self.hub.store.shared:
+            try:
+                info = await self.hub.store.info(tail.name)
+            except StoreUnavailable:
+                return False
+            if info is not None:
+                tail.last_id = max(tail.last_id, info.last_id)
+        return True
+
     async def chunks(self) -> AsyncIterator[bytes]:
         hub, tail, config = self.hub, self.tail, self.hub.config
         loop = asyncio.get_running_loop()
         sent = loop.time()  # when we last wrote: a keep-alive goes out after `heartbeat` seconds of quiet
-        if self.cursor > tail.last_id and hub.store.shared:
-            # Another node may have appended what this one's follower has not reported yet.
-            try:
-                info = await hub.store.info(tail.name)
-            except StoreUnavailable:
-                self.ended = "store_unavailable"
-                yield sse.encode_retry(config.retry_ms)
-                return
-            if info is not None:
-                tail.last_id = max(tail.last_id, info.last_id)
+        if not await self.sync(self.cursor):
+            self.ended = "store_unavailable"
+            yield sse.encode_retry(config.retry_ms)
+            return
         if self.cursor > tail.last_id:
             # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
             yield self._reset(tail.first_id if tail.last_id else 1)
@@ -422,6 +442,47 @@ class Subscription:
             await tail.wait()
         self.ended = self.ended or "draining"
         yield sse.encode_retry(config.retry_ms)
+
+    async def events(self) -> AsyncGenerator[Sequence[Event] | Gap, None]:
+        """The events after the cursor, as `chunks()` reads them, for a reader that encodes them itself.
+
+        Yields events in id order (at most a page at a time), a `Gap` where retention dropped
+        what was asked for (the cursor moves to just before it), and an empty tuple each time
+        it has read everything and is about to wait (the reader's moment for a keep-alive).
+        It ends when the topic has ended and everything was read (`finished`), when the
+        topic is deleted, and when the hub drains or the store is away (the reader should
+        then send a retry hint). Unlike `chunks()`, it leaves a cursor beyond the end to the reader.
+        """
+        hub, tail, limit = self.hub, self.tail, self.hub.config.page_size
+        while not hub.draining:
+            got = tail.events_after(self.cursor, limit)
+            if got is None:
+                try:
+                    page = await hub.store.read(tail.name, self.cursor, limit)
+                except StoreUnavailable:
+                    self.ended = "store_unavailable"
+                    return
+                if page is None:  # deleted meanwhile
+                    self.ended = "deleted"
+                    return
+                if page.first_id > self.cursor + 1:
+                    gap = Gap(page.first_id, self.cursor)
+                    self.cursor = page.first_id - 1
+                    hub.stats.resets_sent += 1
+                    yield gap
+                    continue
+                got = page.events
+            if got:
+                self.cursor = got[-1].id
+                self.events += len(got)
+                yield got
+                continue
+            if tail.ended:
+                self.ended = "deleted" if tail.deleted else "closed"
+                return
+            yield ()
+            await tail.wait()
+        self.ended = self.ended or "draining"
 
 
 class TopicWriter:

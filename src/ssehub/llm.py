@@ -6,7 +6,13 @@ Ollama, llama.cpp's server and most gateways speak it. `stream_chat` reads it
 with our own `sse.Decoder` and, through `emit()`, publishes to the current run:
 
     text_delta       {"content": "tok"}                         a piece of the answer
+    reasoning_delta  {"content": "tok"}                         a piece of a reasoning model's thinking
     tool_call_delta  {"index", "call_id", "tool", "arguments"}  a fragment of a tool call the model makes
+
+Reasoning is not in OpenAI's own chat completions, so servers name it as they like:
+`reasoning_content` (DeepSeek's API, llama.cpp's server, vLLM before 0.11) or
+`reasoning` (Ollama, OpenRouter, vLLM from 0.11, which keeps the old name as an alias).
+The first of the two present in a delta is taken, so a delta carrying both is read once.
 
 and returns the whole `Completion` (text, the tool calls as `ssehub.ToolCall`s,
 finish reason), so the agent can run the tools (`async with run.tool(call)`, which
@@ -68,6 +74,7 @@ class _Fragments:
 @dataclass(slots=True)
 class Completion:
     text: str = ""
+    reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
@@ -130,6 +137,7 @@ async def stream_chat(
     out = Completion()
     calls: dict[int, _Fragments] = {}
     parts: list[str] = []
+    thoughts: list[str] = []
     async for chunk in chat_chunks(model, messages, client=client, **params):
         if isinstance(chunk.get("usage"), dict):
             out.usage = chunk["usage"]
@@ -137,6 +145,10 @@ async def stream_chat(
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # only the first choice is streamed
             delta = choice.get("delta") or {}
+            thought = _reasoning(delta)
+            if thought:
+                thoughts.append(thought)
+                emit("reasoning_delta", {"content": thought})
             content = delta.get("content")
             if isinstance(content, str) and content:
                 parts.append(content)
@@ -146,8 +158,19 @@ async def stream_chat(
             if choice.get("finish_reason"):
                 out.finish_reason = choice["finish_reason"]
     out.text = "".join(parts)
+    out.reasoning = "".join(thoughts)
     out.tool_calls = [calls[i].call() for i in sorted(calls)]
     return out
+
+
+def _reasoning(delta: Any) -> str:
+    if not isinstance(delta, dict):
+        return ""
+    for name in ("reasoning_content", "reasoning"):
+        value = delta.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
 
 
 def _tool_delta(calls: dict[int, _Fragments], fragment: Any) -> None:

@@ -177,6 +177,10 @@ class Run:
         """A piece of the answer: `text_delta {"content"}`."""
         await self.message({"content": content}, event="text_delta")
 
+    async def reasoning(self, content: str) -> None:
+        """A piece of the model's reasoning, shown apart from the answer: `reasoning_delta {"content"}`."""
+        await self.message({"content": content}, event="reasoning_delta")
+
     async def progress(self, percent: float, message: str = "") -> None:
         await self.message({"percent": percent, "message": message}, event="progress")
 
@@ -518,16 +522,26 @@ class RunManager:
     # -- runs ------------------------------------------------------------------------------------------------------
 
     @overload
-    async def start_run(self, name: str, body: dict[str, Any]) -> Run: ...
+    async def start_run(self, name: str, body: dict[str, Any], *, meta: dict[str, Any] | None = None) -> Run: ...
 
     @overload
-    async def start_run(self, name: str, body: dict[str, Any], *, idempotency_key: str | None) -> Run | str: ...
+    async def start_run(
+        self, name: str, body: dict[str, Any], *, idempotency_key: str | None, meta: dict[str, Any] | None = None
+    ) -> Run | str: ...
 
-    async def start_run(self, name: str, body: dict[str, Any], *, idempotency_key: str | None = None) -> Run | str:
+    async def start_run(
+        self,
+        name: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Run | str:
         """Start a run of agent `name`; return it, or with an `idempotency_key` used before, the id of that run.
 
         The key is claimed in the store (an append with that idempotency key to the topic `agents/{name}/keys`),
-        so the same call retried, here or on another node, starts one run and learns its id.
+        so the same call retried, here or on another node, starts one run and learns its id. `meta` goes
+        into the run's metadata beside ssehub's own keys (e.g. the ids a wire format shows every reader).
         """
         agent = self.agents.get(name)
         if agent is None:
@@ -551,7 +565,7 @@ class RunManager:
                     return winner
             now = time.time()
             await self.hub.update_meta(
-                run.topic, {"agent": name, "status": "running", "updated": now, "owner": self._owner()}
+                run.topic, {**(meta or {}), "agent": name, "status": "running", "updated": now, "owner": self._owner()}
             )
         except BaseException:
             del self.runs[run.id]

@@ -2,7 +2,9 @@
 
 The hub keeps one `Tail` per topic that has local subscribers. Frames are
 encoded once, when the store reports the append, and every subscriber writes
-the same bytes. Ids in the window are contiguous, so a cursor maps to a list
+the same bytes. The events themselves are kept beside their frames, for the
+readers of the other wire formats (`ssehub.formats`), which encode them their
+own way. Ids in the window are contiguous, so a cursor maps to a list
 index with a subtraction. Waiting subscribers are woken by one callback
 scheduled on the first push of a loop iteration, however many events arrive
 in it; publishing itself never touches a subscriber.
@@ -28,6 +30,7 @@ class Tail:
         self.name = name
         self.window = window
         self._frames: list[bytes] = []
+        self._events: list[Event] = []  # _events[i] is the event of _frames[i]
         self._base = 0  # the id of _frames[0]
         self.last_id = 0  # the highest id known to exist
         self.first_id = 1  # the oldest id the store still had when the tail was loaded
@@ -53,16 +56,17 @@ class Tail:
         if events[-1].id < end:
             return  # already have them (a shared store's follower may overlap)
         if not self._frames or events[0].id > end:
-            self._frames, self._base = [], events[0].id  # empty or a gap: start the window afresh
-            fresh: Iterable[Event] = events
-        else:
-            fresh = (e for e in events if e.id >= end)
-        self._frames.extend(encode_event(e) for e in fresh)
+            self._frames, self._events, self._base = [], [], events[0].id  # empty or a gap: start afresh
+        elif events[0].id < end:
+            events = tuple(e for e in events if e.id >= end)
+        self._frames.extend(map(encode_event, events))
+        self._events.extend(events)
         self.last_id = max(self.last_id, events[-1].id)
         # Trim in steps of half a window so the cost of `del` is amortised over many pushes.
         if len(self._frames) > self.window + self.window // 2:
             drop = len(self._frames) - self.window
             del self._frames[:drop]
+            del self._events[:drop]
             self._base += drop
         self.wake()
 
@@ -75,6 +79,15 @@ class Tail:
             return b"".join(self._frames[index:]), self._base + len(self._frames) - 1
         if cursor >= self.last_id:
             return b"", cursor
+        return None
+
+    def events_after(self, cursor: int, limit: int) -> list[Event] | None:
+        """Up to `limit` events with id > cursor, or None if the window starts later (as `after`)."""
+        if self._events and cursor + 1 >= self._base:
+            index = cursor + 1 - self._base
+            return self._events[index : index + limit]
+        if cursor >= self.last_id:
+            return []
         return None
 
     def wake(self) -> None:

@@ -7,6 +7,7 @@ Modules, each importing only those above it in this list:
 
     app.py            create_app, HubApp: the hot topic endpoints, then the router
     topics.py         topic endpoints          agents.py     agent and run endpoints
+    chat.py           useChat and AG-UI endpoints
     metrics.py        GET /metrics             static.py     the browser client and the demo page
     subscriptions.py  the response that streams a topic to a subscriber
     requests.py       parsing requests         errors.py     exceptions to JSON errors

@@ -2,6 +2,7 @@
 
     /topics...                 topics.py       publish, subscribe, info, close, delete, list
     /agents..., /runs/...      agents.py       agent runs
+    /chat/..., /ag-ui/...      chat.py         runs for useChat (the AI SDK) and AG-UI clients
     /healthz                   here            liveness (503 while draining)
     /readyz                    here            readiness: 503 while draining or while the store does not answer
     /metrics                   metrics.py      Prometheus text format
@@ -31,6 +32,7 @@ from ..exceptions import StoreUnavailable
 from ..hub import Hub
 from .access import log_access
 from .agents import agent_routes
+from .chat import chat_routes
 from .errors import EXCEPTION_HANDLERS, response_for
 from .metrics import metrics_routes
 from .static import client_routes
@@ -120,6 +122,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *agent_routes(hub),
+        *chat_routes(hub),
         *client_routes(),
         *metrics_routes(hub),
         *(extra_routes or []),

@@ -13,15 +13,19 @@ from starlette.requests import Request
 
 from ..events import NewEvent
 from ..exceptions import EventTooLarge, InvalidCursor, InvalidInput, UnsupportedMediaType
+from ..formats import FORMATS, Cursor
 
 __all__ = [
     "idempotency_key",
+    "mount_prefix",
     "parse_cursor",
     "parse_events",
     "parse_limit",
     "read_body",
     "read_json_object",
     "request_cursor",
+    "request_format",
+    "request_position",
 ]
 
 
@@ -38,6 +42,36 @@ def request_cursor(request: Request) -> int | None:
     header = parse_cursor(request.headers.get("last-event-id"), "Last-Event-ID")
     # A reconnecting EventSource sends Last-Event-ID but keeps the original ?after=: the header is newer.
     return header if header is not None else parse_cursor(request.query_params.get("after"), "after")
+
+
+def request_position(request: Request) -> Cursor | None:
+    """What a reader of a wire format asks for: `Last-Event-ID`, else `?after=`, as N or N.k; else None."""
+    for given in (request.headers.get("last-event-id"), request.query_params.get("after")):
+        if given:
+            return Cursor.parse(given)
+    return None
+
+
+def request_format(request: Request) -> tuple[str, bool | None]:
+    """`?format=` (native when absent) and `?compact=` (None when absent: the format's own default)."""
+    query = request.query_params
+    name = query.get("format") or "native"
+    if name not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {name[:40]!r}")
+    compact = query.get("compact")
+    if compact is None:
+        return name, None
+    if compact not in _BOOLEANS:
+        raise InvalidInput(f"compact must be 1 or 0, got {compact[:40]!r}")
+    return name, _BOOLEANS[compact]
+
+
+_BOOLEANS = {"1": True, "true": True, "0": False, "false": False}
+
+
+def mount_prefix(request: Request) -> str:
+    """Where the hub is mounted: the URLs it hands out are relative to it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
 
 
 def parse_limit(value: str | None, default: int, maximum: int) -> int:
