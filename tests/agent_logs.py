@@ -85,7 +85,7 @@ async def _record() -> dict[str, Log]:
     async def thinker(run: Run, body: dict[str, Any]) -> Any:
         async with run.step("think"):
             for piece in ["The user ", "wants the weather ", "and the time."]:
-                await run.message({"content": piece}, event="reasoning_delta")
+                await run.reasoning(piece)
         messages = [{"role": "user", "content": body["message"]}]
         completion = await stream_chat(tools_model, messages, client=openai)
         for tool_call in completion.tool_calls:

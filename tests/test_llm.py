@@ -56,6 +56,20 @@ def tool_chunks() -> list[dict[str, Any]]:
     ]
 
 
+def reasoning_chunks() -> list[dict[str, Any]]:
+    # The names servers use: DeepSeek and llama.cpp `reasoning_content`, Ollama and vLLM 0.11+ `reasoning`;
+    # a delta that carries both (a server sending the old name as an alias) is one piece, not two.
+    return [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"reasoning_content": "First, "}),
+        chunk({"reasoning": "the question; "}),
+        chunk({"reasoning": "then ", "reasoning_content": "then "}),
+        chunk({"reasoning": None, "content": "The answer"}),
+        chunk({"content": " is 42."}),
+        chunk({}, "stop"),
+    ]
+
+
 def fake_openai() -> Starlette:
     async def completions(request: Request) -> Response:
         if request.headers.get("authorization") != "Bearer sk-test":
@@ -65,7 +79,7 @@ def fake_openai() -> Starlette:
         model = body["model"]
         if model == "down":
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
-        chunks: list[Any] = tool_chunks() if model == "tools" else text_chunks()
+        chunks: list[Any] = {"tools": tool_chunks, "thinker": reasoning_chunks}.get(model, text_chunks)()
         if model == "error-chunk":
             chunks = [*chunks[:3], {"error": {"message": "context length exceeded"}}]
 
@@ -122,6 +136,33 @@ async def test_adapter_streams_text_and_tool_call_deltas_into_a_run() -> None:
     assert text == WORDS
     assert json.loads(events[-1].data)["result"] == {"answer": "".join(WORDS), "finish": ["tool_calls", "stop"]}
     assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_reasoning_deltas_become_reasoning_events() -> None:
+    hub = Hub("memory://")
+
+    @hub.agent("thinker")
+    async def thinker(run: Run, body: dict[str, Any]) -> dict[str, Any]:
+        out = await stream_chat(model(body["url"], "thinker"), [{"role": "user", "content": "why?"}])
+        return {"reasoning": out.reasoning, "text": out.text}
+
+    async with (
+        serve_app(fake_openai()) as fake,
+        serve_app(create_app(hub)) as url,
+        httpx.AsyncClient(base_url=url) as c,
+    ):
+        events = await read_all(c, "POST", "/agents/thinker", json={"url": fake}, headers=SSE)
+    assert [(e.event, json.loads(e.data).get("content")) for e in events[:-1]] == [
+        ("reasoning_delta", "First, "),
+        ("reasoning_delta", "the question; "),
+        ("reasoning_delta", "then "),
+        ("text_delta", "The answer"),
+        ("text_delta", " is 42."),
+    ]
+    assert json.loads(events[-1].data)["result"] == {
+        "reasoning": "First, the question; then ",
+        "text": "The answer is 42.",
+    }
 
 
 @pytest.mark.parametrize(

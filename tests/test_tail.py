@@ -71,6 +71,24 @@ async def test_overlapping_and_gapped_pushes() -> None:
     assert tail.last_id == 10
 
 
+async def test_the_events_are_kept_beside_their_frames() -> None:
+    tail = Tail("t", window=4)
+    tail.push(tuple(ev(i) for i in range(1, 4)))
+    tail.push((ev(2), ev(3), ev(4)))  # an overlap keeps one of each
+    assert tail.events_after(0, 10) == [ev(1), ev(2), ev(3), ev(4)]
+    assert tail.events_after(1, 2) == [ev(2), ev(3)]  # at most `limit`
+    assert tail.events_after(4, 10) == []  # up to date
+    assert tail.events_after(9, 10) == []  # beyond the end: the reader decides
+    tail.push(tuple(ev(i) for i in range(5, 21)))  # trimmed together with the frames
+    assert tail.events_after(1, 10) is None and tail.after(1) is None
+    window = tail.events_after(16, 10)
+    assert window == [ev(17), ev(18), ev(19), ev(20)]
+    assert tail.after(16) == (encode_events(window), 20)
+    assert len(tail._events) == len(tail._frames)
+    tail.push((ev(30),))  # a gap: both start afresh
+    assert tail.events_after(29, 10) == [ev(30)] and tail.events_after(20, 10) is None
+
+
 async def test_many_pushes_in_one_iteration_wake_each_waiter_once() -> None:
     tail = Tail("t", window=100)
     woken: list[int] = []
