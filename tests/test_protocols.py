@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ssehub import Hub, Run
+from ssehub import Hub, HubConfig, Run
 from ssehub.asgi import create_app
 from ssehub.demo import answer_for
 from ssehub.sse import Decoder, ServerSentEvent
@@ -259,6 +259,20 @@ async def test_formats_on_a_topic_join_resume_reset_and_refuse(tmp_path: Path) -
     # The reader that joined in the middle of the text part has its opening, then what came after it.
     joined_text = [p["text"] for p in results["joined"]["message"]["parts"] if p["type"] == "text"]
     assert joined_text == ["".join(words[3:])]
+
+
+async def test_an_idle_formatted_stream_keeps_alive_and_drains_with_a_retry() -> None:
+    hub = Hub("memory://", HubConfig(heartbeat=0.2, retry_ms=1234))
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        await publish(c, "idle", [("text_delta", {"content": "Hi"})])
+        body = b""
+        async with c.stream("GET", "/topics/idle/events?format=ag-ui&after=0", headers=SSE) as response:
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if body.count(b": keep-alive") == 2:
+                    hub.drain()  # SIGTERM: every stream ends with a retry hint, to resume elsewhere
+        assert b"TEXT_MESSAGE_CONTENT" in body and body.endswith(b"retry: 1234\n\n")
+        assert events_of(body)[-1].id == "1"  # where the drained reader resumes
 
 
 async def test_retention_reset_in_the_agent_formats() -> None:
