@@ -100,16 +100,19 @@ async def test_use_chat_example(example_app: str) -> None:
     async with proxy.running():
         cut = await node("use-chat.mjs", f"{proxy.url}/api/chat/assistant", QUESTION, "answer")
     assert proxy.cuts >= 1 and cut["reconnects"] == proxy.cuts  # a resumed (compacted) body may be shorter than a cut
+    assert cut["requests"] == ["POST 200"] + ["GET 200"] * proxy.cuts  # each resume: the rest of the run
     assert cut["status"] == "ready" and cut["messages"][1]["parts"] == parts  # every part once, none lost
 
     reload = await node("use-chat.mjs", api, QUESTION, "reload")
     assert reload["stopped"] and len(reload["stopped"]) < len(answer(QUESTION))  # Stop came mid-answer
     assert reload["status"] == "ready" and reload["messages"][1]["parts"] == parts  # the run went on: resumed whole
-    assert reload["unchangedAfterEnd"] is True  # resuming a chat whose run is over: 204
+    assert reload["unchangedAfterEnd"] is True
+    assert reload["requests"] == ["POST 200", "GET 200", "GET 204"]  # resumed while running; over: 204
 
     cancel = await node("use-chat.mjs", api, QUESTION, "cancel")
     assert cancel["cancel"]["http"] == 202 and cancel["cancel"]["status"] == "cancelled"
     assert cancel["stopped"] != answer(QUESTION) and cancel["afterCancel"] == 1
+    assert cancel["requests"] == ["POST 200", "GET 204"]  # a cancelled run is over: nothing to resume
     async with httpx.AsyncClient(base_url=f"{example_app}/api") as c:
         run = (await c.get(f"/runs/{cancel['cancel']['id']}")).json()
     assert run["status"] == "cancelled" and run["agent"] == "assistant"

@@ -61,19 +61,27 @@ function chat({ onText, messages, ...options } = {}) {
   return new Chat({ id, messages, onChange, onData: (part) => data.push(part.type), ...options });
 }
 
-const result = { scenario, id };
+// Every request the transports make, as "METHOD status": what the server answered each time.
+const requests = [];
+const logged = (fetch = globalThis.fetch) => async (url, init) => {
+  const response = await fetch(url, init);
+  requests.push(`${init?.method ?? 'GET'} ${response.status}`);
+  return response;
+};
+const result = { scenario, id, requests };
 if (scenario === 'answer') {
   let reconnects = 0;
-  const fetch = resumingFetch({ onReconnect: () => reconnects++ });
+  const fetch = resumingFetch({ fetch: logged(), onReconnect: () => reconnects++ });
   const c = chat({ transport: new DefaultChatTransport({ api, fetch }) });
   await c.sendMessage({ text: question });
   Object.assign(result, { status: c.status, error: c.error?.message ?? null, messages: c.messages, reconnects });
 } else if (scenario === 'reload') {
-  const first = chat({ transport: new DefaultChatTransport({ api }), onText: () => first.stop() });
+  const first = chat({ transport: new DefaultChatTransport({ api, fetch: logged() }), onText: () => first.stop() });
   await first.sendMessage({ text: question });
   result.stopped = textOf(first.lastMessage);
   // The reloaded page: the user's message (which the app saved), and the run resumed from ssehub.
-  const reloaded = chat({ transport: new DefaultChatTransport({ api }), messages: first.messages.slice(0, 1) });
+  const transport = new DefaultChatTransport({ api, fetch: logged() });
+  const reloaded = chat({ transport, messages: first.messages.slice(0, 1) });
   await reloaded.resumeStream();
   Object.assign(result, { status: reloaded.status, error: reloaded.error?.message ?? null, messages: reloaded.messages });
   const before = JSON.stringify(reloaded.messages);
@@ -85,7 +93,7 @@ if (scenario === 'answer') {
     cancel = resolve;
   });
   const c = chat({
-    transport: new DefaultChatTransport({ api }),
+    transport: new DefaultChatTransport({ api, fetch: logged() }),
     onText: () => {
       c.stop(); // the browser stops reading; the cancel stops the agent
       cancel(fetch(`${api}/${id}/cancel`, { method: 'POST' }).then(async (r) => ({ http: r.status, ...(await r.json()) })));
@@ -94,7 +102,7 @@ if (scenario === 'answer') {
   await c.sendMessage({ text: question });
   result.cancel = await cancelled;
   result.stopped = textOf(c.lastMessage);
-  const later = chat({ transport: new DefaultChatTransport({ api }), messages: c.messages.slice(0, 1) });
+  const later = chat({ transport: new DefaultChatTransport({ api, fetch: logged() }), messages: c.messages.slice(0, 1) });
   await later.resumeStream(); // a cancelled run is over: 204, nothing to resume
   result.afterCancel = later.messages.length;
 } else {
