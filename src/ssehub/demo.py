@@ -109,14 +109,15 @@ def register_demo(hub: Hub, name: str = "chat", *, abandon: float = 60.0) -> Non
     async def chat(run: Run, body: dict[str, Any]) -> dict[str, Any]:
         watcher = asyncio.create_task(_cancel_when_abandoned(hub, run, abandon)) if abandon else None
         try:
-            return await _answer(run, body["message"])
+            return await _answer(run, body)
         finally:
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
 
-    async def _answer(run: Run, message: str) -> dict[str, Any]:
+    async def _answer(run: Run, body: dict[str, Any]) -> dict[str, Any]:
+        message = body["message"]
         async with run.step("research"):
             await run.progress(5, "Reading your message")
             async with run.tool("search", {"query": message[:200]}) as call:

@@ -351,7 +351,7 @@ class Hub:
 class Subscription:
     """A cursor over one topic: `chunks()` yields SSE bytes until the topic ends.
 
-    What it did is kept for the access log: `after` (where it started), `events` (how many it sent) and
+    What it did is kept for the access log: `after` (where it started), `events_sent` (how many it sent) and
     `ended`, why `chunks()` stopped: `closed` (the topic ended and was read to its end), `deleted`,
     `draining` (the server is stopping), `store_unavailable`; None while it runs, or when the client left.
     """
@@ -361,7 +361,7 @@ class Subscription:
         self.tail = tail
         self.cursor = cursor
         self.after = cursor
-        self.events = 0
+        self.events_sent = 0
         self.ended: str | None = None
 
     @property
@@ -420,7 +420,7 @@ class Subscription:
                     continue
                 if page.events:
                     self.cursor = page.events[-1].id
-                    self.events += len(page.events)
+                    self.events_sent += len(page.events)
                     yield encode_events(page.events)
                     sent = loop.time()
                     continue
@@ -428,7 +428,7 @@ class Subscription:
             chunk, cursor = got
             if chunk:
                 # Ids are consecutive within the window: the count is the cursor's step.
-                self.events += cursor - self.cursor
+                self.events_sent += cursor - self.cursor
                 self.cursor = cursor
                 yield chunk
                 sent = loop.time()
@@ -474,7 +474,7 @@ class Subscription:
                 got = page.events
             if got:
                 self.cursor = got[-1].id
-                self.events += len(got)
+                self.events_sent += len(got)
                 yield got
                 continue
             if tail.ended:

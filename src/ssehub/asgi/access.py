@@ -62,6 +62,6 @@ async def log_access(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
         }
         stream = scope.get(STREAM_KEY)
         if isinstance(stream, Subscription):
-            fields.update(topic=stream.tail.name, after=stream.after, events=stream.events)
+            fields.update(topic=stream.tail.name, after=stream.after, events=stream.events_sent)
             fields["ended"] = stream.ended or "client"
         log_fields(log, "access", **fields)
