@@ -54,12 +54,12 @@ def _summary(doc: dict[str, Any], path: Path) -> Path | None:
         theirs = _positive(figure(doc, "main", "chat" if scenario == "agents" else scenario, "nchan"), key)
         if ours is None or theirs is None:
             continue
-        labels.append(label + (" (Nchan: its chat)" if scenario == "agents" else ""))
+        labels.append(label + (" (vs Nchan's chat)" if scenario == "agents" else ""))
         ratios.append(ours / theirs if higher else theirs / ours)
     if not ratios:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(ratios) + 1.4))
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(ratios) + 1.4))
     colours = [COLOURS["ssehub"] if r >= 1 else "#ff7f0e" for r in ratios]
     # Bars grow from 1 (as good as Nchan) to the right when ssehub is better, to the left when worse.
     ax.barh(range(len(ratios)), [r - 1 for r in ratios], left=1, color=colours)
@@ -70,8 +70,8 @@ def _summary(doc: dict[str, Any], path: Path) -> Path | None:
     ticks = [t for t in (0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20) if min(ratios) / 2 <= t <= max(ratios) * 2]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
-    ax.set_xlim(min(ticks[0], min(ratios) / 1.3), max(ticks[-1], max(ratios) * 1.6))
-    ax.set_xlabel("ssehub / Nchan (x), inverted for latency and memory: above 1, ssehub is better")
+    ax.set_xlim(min(ticks[0], min(ratios) / 2.5), max(ticks[-1], max(ratios) * 2.5))
+    ax.set_xlabel("ssehub / Nchan (x; inverted for latency, memory): above 1, ssehub is better")
     for i, r in enumerate(ratios):
         ax.text(r, i, f" {r:.2f} ", va="center", ha="left" if r >= 1 else "right")
     ax.set_title(f"ssehub against Nchan, {doc['meta']['date'][:10]}")

@@ -30,14 +30,19 @@ FIGURES: list[tuple[str, str, str, bool]] = [
 _COUNTS = ("lost", "dup", "reordered", "sub_errors", "errors", "publish_failed")
 
 
-def problems(doc: dict[str, Any]) -> list[str]:
-    """Every run that lost, repeated or reordered an event, or failed: `group/scenario/system: what`."""
+def problems(doc: dict[str, Any], system: str | None = None) -> list[str]:
+    """Every run (of `system`, or of any) that lost, repeated or reordered an event, or failed:
+    `group/scenario/system: what`."""
     found = []
     for r in doc["records"]:
+        if system is not None and r["system"] != system:
+            continue
         res = r["result"]
         what = [f"{k} {res[k]}" for k in _COUNTS if res.get(k) and (k != "reordered" or r["ordered"])]
         if "error" in res:
             what.append(str(res["error"]))
+        if res.get("sub_error_example"):
+            what.append(f"e.g. {res['sub_error_example'][:200]}")
         if what:
             found.append(f"{r['group']}/{r['scenario']}/{r['system']}: {', '.join(what)}")
     return found
@@ -116,7 +121,7 @@ def _checks(doc: dict[str, Any]) -> list[str]:
             state = "FAILED: " + str(res["error"])[:300]
         elif r.get("note") and not state:
             state = r["note"]
-        counts = [str(res.get(k, "—")) for k in ("delivered", "lost", "dup", "reordered")]
+        counts = [f"{res[k]:,}" if k in res else "—" for k in ("delivered", "lost", "dup", "reordered")]
         if res.get("reordered") and not r["ordered"]:
             counts[-1] += " (racing POSTs)"
         errors = sum(int(res.get(k) or 0) for k in ("sub_errors", "errors", "publish_failed"))

@@ -227,6 +227,7 @@ class Naive(System):
         return [
             sys.executable, "-m", "uvicorn", "benchmarks.naive_baseline:app", "--port", str(self.port),
             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log",
+            "--backlog", "4096",  # as ssehub serve: thousands of clients connect at once
         ]  # fmt: skip
 
     def pub(self, topic: str) -> str:
