@@ -76,6 +76,10 @@ def run(
         proc.kill()
         proc.communicate()
         return {"error": f"the load generator did not finish within {timeout:g} s"}
+    except BaseException:  # interrupted: take the generator down too
+        proc.kill()
+        proc.communicate()
+        raise
     result = _last_json(out)
     if result is None or (proc.returncode != 0 and "error" not in result):
         tail = (err or out).strip()[-500:]

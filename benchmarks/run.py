@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     except ServerFailed as exc:
         say(f"error: {exc}")
         return 2
+    except KeyboardInterrupt:
+        say("interrupted: every server stopped, nothing written")
+        return 130
     finally:
         stores.remove()
     doc = {"meta": meta, "records": bench.records}
