@@ -55,29 +55,28 @@ def say(message: str) -> None:
 
 def raise_file_limit() -> int:
     """Raise the open-files limit as far as allowed (children inherit it); returns the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        # Root may raise the hard limit too.
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
-        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for limit in (max(hard, 65536), hard):  # root may raise the hard limit too
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            break
+        except (ValueError, OSError):
+            continue
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def ensure_tools(nchan: bool) -> None:
     """Install Go (and nginx with Nchan) with scripts/bench-deps when they are missing."""
-    missing = shutil.which("go") is None or (nchan and not NCHAN_MODULE.exists())
-    if missing:
-        subprocess.run([str(ROOT / "scripts" / "bench-deps"), *(["nchan"] if nchan else [])], check=True)
+    if shutil.which("go") is None or (nchan and not NCHAN_MODULE.exists()):
+        deps = subprocess.run([str(ROOT / "scripts" / "bench-deps"), *(["nchan"] if nchan else [])])
+        if deps.returncode != 0:
+            raise SystemExit(deps.returncode)  # bench-deps said what is missing
 
 
 class Stores:
     """A store of its own for each server of the run; removed afterwards."""
 
     def __init__(self, kind: str, workdir: Path, tag: str) -> None:
-        if kind not in ("memory", "sqlite", "redis") and not kind.startswith("redis://"):
-            raise SystemExit(f"--store is memory, sqlite, redis or redis://host:port/db, not {kind!r}")
         self.kind, self.workdir, self.tag = kind, workdir, tag
         self.made: list[str] = []
 
@@ -162,7 +161,7 @@ class Bench:
         if scenario.name == "agents":
             if not isinstance(system, SSEHub):
                 return {"na": "agent runs are ssehub's own"}, None
-            return self._agents(scenario, args, timeout), None
+            return self._agents(args, timeout), None
         if scenario.name == "replay" and not system.replays:
             return {"na": "it keeps no events to replay"}, None
         note = None
@@ -176,18 +175,17 @@ class Bench:
                 note = reason
         args = ["-sub", system.sub(topic, oldest=scenario.name == "replay"), "-pub", system.pub(topic), *args]
         if scenario.name == "idle":
-            before = tree_rss_kb(system.pid)
+            before, n = tree_rss_kb(system.pid), scenario.subscribers
 
             def during() -> dict[str, Any]:
                 rss = tree_rss_kb(system.pid)
                 return {"rss_before_kb": before, "rss_during_kb": rss, "bytes_per_conn": (rss - before) * 1024 / n}
 
-            n = scenario.subscribers
             holding = generator.hold_for(min(2.0, scenario.hold / 2), during)
             return generator.run(self.exe, args, timeout, while_holding=holding), note
         return generator.run(self.exe, args, timeout), note
 
-    def _agents(self, scenario: Scenario, args: list[str], timeout: float) -> dict[str, Any]:
+    def _agents(self, args: list[str], timeout: float) -> dict[str, Any]:
         app = AgentsApp(free_port(), self.workdir, self.stores.url("agents"), self.workers)
         try:
             app.start()
@@ -267,6 +265,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         unknown = [g for g in given if g not in known]
         if unknown or not given:
             p.error(f"unknown {kind} {', '.join(unknown) or '(none)'}; choose from {', '.join(known)}")
+    if args.store not in ("memory", "sqlite", "redis") and not args.store.startswith("redis://"):
+        p.error(f"--store is memory, sqlite, redis or redis://host:port/db, not {args.store!r}")
     if "ssehub" not in args.systems:
         p.error("--systems must include ssehub: the other systems are what it is compared with")
     return args
@@ -282,7 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     files = raise_file_limit()
     ensure_tools(nchan="nchan" in args.systems)
-    exe = generator.build(workdir)
+    try:
+        exe = generator.build(workdir)
+    except (generator.GoMissing, subprocess.CalledProcessError) as exc:
+        say(f"error: {exc}")
+        return 2
     tag = f"{datetime.datetime.now():%H%M%S}_{os.getpid()}"
     stores = Stores(args.store, workdir, tag)
     systems: list[System] = [SSEHub(free_port(), workdir, stores.url("serve"), args.workers)]
@@ -299,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         "systems": [s.name for s in systems],
         "machine": machine(),
     }
-    need = max(s.subscribers for s in SIZES[args.size] + [p for ps in SWEEPS[args.size].values() for p in ps])
+    chosen = [s for s in SIZES[args.size] if s.name in args.scenarios]
+    if args.sweep:
+        chosen += [p for name, ps in SWEEPS[args.size].items() if name in args.scenarios for p in ps]
+    need = max(s.subscribers for s in chosen)
     if files < need + 200:
         say(f"warning: the open-files limit is {files}; {need:,} subscribers need more (ulimit -n)")
     bench = Bench(exe, stores, args.workers, workdir, tag)
