@@ -41,6 +41,8 @@ def problems(doc: dict[str, Any], system: str | None = None) -> list[str]:
         what = [f"{k} {res[k]}" for k in _COUNTS if res.get(k) and (k != "reordered" or r["ordered"])]
         if "error" in res:
             what.append(str(res["error"]))
+        if "stored" in res and res["stored"] != res["published"]:
+            what.append(f"the hub stored {res['stored']:,} events, the generator published {res['published']:,}")
         if res.get("sub_error_example"):
             what.append(f"e.g. {res['sub_error_example'][:200]}")
         if what:
@@ -121,14 +123,15 @@ def _checks(doc: dict[str, Any]) -> list[str]:
             state = "FAILED: " + str(res["error"])[:300]
         elif r.get("note") and not state:
             state = r["note"]
-        counts = [f"{res[k]:,}" if k in res else "—" for k in ("delivered", "lost", "dup", "reordered")]
+        counts = [f"{res[k]:,}" if k in res else "—" for k in ("stored", "delivered", "lost", "dup", "reordered")]
         if res.get("reordered") and not r["ordered"]:
             counts[-1] += " (racing POSTs)"
         errors = sum(int(res.get(k) or 0) for k in ("sub_errors", "errors", "publish_failed"))
         rows.append(
             [r["group"], r["scenario"], r["size"], r["system"], f"{r['load'][0]:.2f}", *counts, str(errors), state]
         )
-    header = ["group", "scenario", "size", "system", "load", "delivered", "lost", "dup", "reordered", "errors", "notes"]
+    header = ["group", "scenario", "size", "system", "load", "stored", "delivered", "lost", "dup", "reordered"]
+    header += ["errors", "notes"]
     return _table(header, rows)
 
 
@@ -185,7 +188,13 @@ def markdown(doc: dict[str, Any]) -> str:
         table = _sweep(doc, group, systems)
         if table:
             lines += [f"{group.capitalize()}:", "", *table, ""]
-    lines += ["Checks (load: the 1-minute load average before the run):", "", *_checks(doc), ""]
+    lines += [
+        "Checks (load: the 1-minute load average before the run; stored: the events the hub holds afterwards,",
+        "which must be what the generator published):",
+        "",
+        *_checks(doc),
+        "",
+    ]
     found = problems(doc)
     lines += [f"PROBLEM {p}" for p in found] or [
         "Every delivery accounted for: nothing lost or repeated, nothing reordered where one writer feeds a topic."

@@ -117,10 +117,11 @@ class Bench:
         self._topics = 0
 
     def _topic(self, scenario: Scenario) -> str:
-        # Word characters only: Nchan's channel ids.
+        # Word characters only (Nchan's channel ids); the "_" after the number keeps each run's name
+        # from being the prefix of a later one's.
         self._topics += 1
-        name = f"{scenario.name}_{self.tag}_{self._topics}"
-        return name + "_{t}" if scenario.topics > 1 else name
+        name = f"{scenario.name}_{self.tag}_{self._topics}_"
+        return name + "{t}" if scenario.topics > 1 else name
 
     def measure(self, group: str, scenario: Scenario, system: System) -> dict[str, Any]:
         """Run `scenario` against `system` (or reuse an identical run of this benchmark) and record it."""
@@ -161,7 +162,7 @@ class Bench:
         if scenario.name == "agents":
             if not isinstance(system, SSEHub):
                 return {"na": "agent runs are ssehub's own"}, None
-            return self._agents(args, timeout), None
+            return self._agents(scenario, args, timeout), None
         if scenario.name == "replay" and not system.replays:
             return {"na": "it keeps no events to replay"}, None
         note = None
@@ -183,9 +184,14 @@ class Bench:
 
             holding = generator.hold_for(min(2.0, scenario.hold / 2), during)
             return generator.run(self.exe, args, timeout, while_holding=holding), note
-        return generator.run(self.exe, args, timeout), note
+        result = generator.run(self.exe, args, timeout)
+        if isinstance(system, SSEHub) and "error" not in result:
+            # The hub's own count, against what the generator published.
+            result["stored"] = system.stored(topic.removesuffix("{t}"))
+            result["published"] = scenario.events
+        return result, note
 
-    def _agents(self, args: list[str], timeout: float) -> dict[str, Any]:
+    def _agents(self, scenario: Scenario, args: list[str], timeout: float) -> dict[str, Any]:
         app = AgentsApp(free_port(), self.workdir, self.stores.url("agents"), self.workers)
         try:
             app.start()
@@ -197,7 +203,13 @@ class Bench:
                 "-agent", app.agent_url, "-agentbody", json.dumps({"gate": gate}),
                 "-sub", app.run_events(), "-pub", app.pub(gate), *args,
             ]  # fmt: skip
-            return generator.run(self.exe, args, timeout)
+            result = generator.run(self.exe, args, timeout)
+            if "error" not in result:
+                # Each run's topic holds its tokens and its terminal event.
+                app.runs_ended()
+                result["stored"] = app.stored("runs/")
+                result["published"] = scenario.events + scenario.topics
+            return result
         finally:
             app.stop()
 

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar, TextIO
+from typing import Any, ClassVar, TextIO
 
 import httpx
 
@@ -141,6 +141,22 @@ class SSEHub(System):
     def sub(self, topic: str, *, oldest: bool = False) -> str:
         return f"{self.base}/topics/{topic}/events" + ("?after=0" if oldest else "")
 
+    def topics(self, prefix: str) -> list[dict[str, Any]]:
+        """The topics whose names start with `prefix`, as GET /topics lists them."""
+        found: list[dict[str, Any]] = []
+        with httpx.Client(base_url=self.base, timeout=30) as client:
+            after = ""
+            while True:
+                page = client.get("/topics", params={"prefix": prefix, "after": after, "limit": 1000}).json()
+                found += page["topics"]
+                if page["next_after"] is None:
+                    return found
+                after = page["next_after"]
+
+    def stored(self, prefix: str) -> int:
+        """How many events the hub holds in the topics whose names start with `prefix`."""
+        return sum(int(t["last_id"]) for t in self.topics(prefix))
+
     def streaming_ingest(self) -> str | None:
         # One line, as the load generator would send it, to a topic of its own.
         body = b'{"event": "message", "data": "probe"}\n'
@@ -182,6 +198,15 @@ class AgentsApp(SSEHub):
 
     def run_events(self) -> str:
         return self.base + "/runs/{t}/events"
+
+    def runs_ended(self, timeout: float = 30) -> bool:
+        """Wait until every run has stored its end (it may follow its last token by a moment)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(t["status"] != "open" for t in self.topics("runs/")):
+                return True
+            time.sleep(0.2)
+        return False
 
 
 class Nchan(System):

@@ -57,6 +57,8 @@ def check_deliveries(record: dict[str, Any]) -> None:
     for count in ("lost", "dup", "sub_errors", "publish_failed"):
         assert result.get(count, 0) == 0, (where, count, result)
     assert result["delivered"] == expected_deliveries(record["params"]), (where, result)
+    # The hub agrees: it holds what the generator published (agents: each run's tokens and its end).
+    assert result["stored"] == result["published"], (where, result)
     if record["ordered"]:
         assert result["reordered"] == 0, (where, result)
 
