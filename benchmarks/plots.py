@@ -11,6 +11,7 @@ Needs matplotlib (the `bench` extra).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,14 @@ def _summary(doc: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def _two_and_five(value: float, _: object) -> str:
+    """Labels for the minor ticks of a log axis: 2 and 5 of each decade, the rest unlabelled."""
+    if value <= 0:
+        return ""
+    leading = round(value / 10 ** math.floor(math.log10(value)))
+    return f"{value:g}" if leading in (2, 5) else ""
+
+
 def _sweep(doc: dict[str, Any], group: str, x: str, key: str, ylabel: str, path: Path) -> Path | None:
     records = [r for r in doc["records"] if r["group"] == group]
     if not records:
@@ -104,15 +113,15 @@ def _sweep(doc: dict[str, Any], group: str, x: str, key: str, ylabel: str, path:
     bottom.set_xscale("log")
     bottom.set_xticks(xs, [f"{v:,}" for v in xs])
     bottom.minorticks_off()
-    bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    bottom.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
     top.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     top.set_ylabel(ylabel)
     top.set_ylim(bottom=0)
     top.legend()
     top.grid(alpha=0.3)
     bottom.set_ylabel("p99 latency, ms")
-    bottom.set_yscale("log")
+    bottom.set_yscale("log")  # it resets the formatters: set them after
+    bottom.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    bottom.yaxis.set_minor_formatter(plt.FuncFormatter(_two_and_five))
     bottom.set_xlabel("topics (2 readers each)" if x == "topics" else "subscribers of one topic")
     bottom.grid(alpha=0.3, which="both")
     fig.suptitle(f"{group}, {doc['meta']['date'][:10]}")
