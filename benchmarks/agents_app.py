@@ -21,10 +21,11 @@ import time
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
 
 from ssehub import Hub, Run
+from ssehub.asgi import HubApp
 from ssehub.exceptions import InvalidInput
+from ssehub.options import resolve
 from ssehub.server import ServeOptions, build_app
 
 __all__ = ["AGENT", "create_app", "register"]
@@ -68,11 +69,12 @@ def register(hub: Hub) -> None:
 
 
 def _options() -> ServeOptions:
-    raw: dict[str, Any] = json.loads(os.environ[OPTIONS_ENV])
-    return ServeOptions(**raw)
+    # The same options `ssehub serve` takes, by name (`store`, `workers`, `log-level`, ...).
+    given: dict[str, Any] = json.loads(os.environ[OPTIONS_ENV])
+    return ServeOptions.from_settings(resolve(given, environ={}))
 
 
-def create_app() -> Starlette:
+def create_app() -> HubApp:
     """The app of one server process (a uvicorn factory; the options come from the environment)."""
     hub, app = build_app(_options())
     register(hub)
@@ -86,7 +88,9 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite:///ssehub-bench.db")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    os.environ[OPTIONS_ENV] = json.dumps({"store": args.store, "workers": args.workers, "log_level": "warning"})
+    os.environ[OPTIONS_ENV] = json.dumps(
+        {"store": args.store, "workers": str(args.workers), "log-level": "warning", "access-log": "false"}
+    )
     # The settings of `ssehub serve` (ssehub.server), so the two are measured alike.
     uvicorn.run(
         f"{__package__ or 'benchmarks'}.agents_app:create_app",

@@ -149,8 +149,8 @@ def main() -> None:
     for r in readings:
         frames, size, _ = measured[r][0]
         python_ms = statistics.median(m[2] for m in measured[r]) * 1000
-        client = "n/a" if paints[r] is None else f"{paints[r]:,.0f}"
-        rows.append(f"| {r[0]} | {'on' if r[1] else 'off'} | {frames:,} | {size:,} | {python_ms:,.1f} | {client} |")
+        paint = "n/a" if paints[r] is None else f"{paints[r]:,.0f}"
+        rows.append(f"| {r[0]} | {'on' if r[1] else 'off'} | {frames:,} | {size:,} | {python_ms:,.1f} | {paint} |")
     print(f"{args.tokens:,} tokens read late, median of {args.repeat} reads (cpus: {os.cpu_count()})\n")
     print("| format | compact | frames | bytes | paint, Python (ms) | paint, client package (ms) |")
     print("|---|---|---|---|---|---|")
