@@ -31,7 +31,7 @@ from .events import TERMINAL_STATUSES, Event, NewEvent, TopicInfo, validate_topi
 from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
 from .runs import AgentFunction, RunManager
 from .shutdown import on_exit_signals
-from .stores import Change, Page, Store, open_store
+from .stores import Change, Page, Store, open_store, payload_fingerprint
 from .tail import Tail, encode_events
 
 __all__ = ["Gap", "Hub", "Stats", "Subscription", "TopicWriter"]
@@ -216,7 +216,9 @@ class Hub:
         self._check(events)
         if close is not None and close not in TERMINAL_STATUSES:
             raise InvalidInput(f"status must be one of {sorted(TERMINAL_STATUSES)}")
-        ids = await self.store.append(topic, events, idempotency_key=idempotency_key, close=close)
+        # The key remembers a digest of its payload: a retry matches it, a reuse for other events is refused.
+        digest = payload_fingerprint(events, close) if idempotency_key is not None else None
+        ids = await self.store.append(topic, events, idempotency_key=idempotency_key, close=close, fingerprint=digest)
         self.stats.events_published += len(ids)
         return ids
 
@@ -287,6 +289,10 @@ class Hub:
         tail = self._tails.get(change.topic)
         if tail is None:
             return  # nobody here listens: it costs nothing
+        if change.reset:
+            tail.restart(change.epoch or "")  # the log is gone; the events that follow are the new one's
+        elif change.epoch and not tail.epoch:
+            tail.epoch = change.epoch
         if change.events:
             tail.push(change.events)
         if change.status is not None:
@@ -314,9 +320,10 @@ class Hub:
                     if info is not None:
                         tail.last_id = max(tail.last_id, info.last_id)
                         tail.first_id = info.first_id
+                        tail.epoch = tail.epoch or info.epoch
                         if info.closed:
                             tail.status = info.status
-                    await self.store.follow(topic, tail.last_id)
+                    await self.store.follow(topic, tail.last_id, tail.epoch or None)
                 except BaseException as exc:
                     tail.loaded.set_exception(exc)
                     tail.loaded.exception()  # retrieved here, so no "never retrieved" warning
@@ -363,11 +370,15 @@ class Subscription:
         self.after = cursor
         self.events_sent = 0
         self.ended: str | None = None
+        self.generation = tail.generation
 
     @property
     def finished(self) -> bool:
-        """Everything of an ended topic has been read: a reconnect here would get nothing more."""
-        return self.tail.ended and self.cursor >= self.tail.last_id
+        """Everything of an ended topic has been read: a reconnect here would get nothing more.
+
+        A cursor beyond the end is not finished: it belongs to a log this one is not, and gets a reset.
+        """
+        return self.tail.ended and self.cursor == self.tail.last_id
 
     def _reset(self, first_id: int) -> bytes:
         # The reset frame carries id first_id - 1, so a reconnect from it asks for exactly what exists.
@@ -405,6 +416,12 @@ class Subscription:
             # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
             yield self._reset(tail.first_id if tail.last_id else 1)
         while not hub.draining:
+            if self.generation != tail.generation:
+                # The store lost the log this cursor counts in (a Redis without persistence restarted):
+                # start again on the new log, said aloud, instead of skipping its first ids.
+                self.generation = tail.generation
+                if self.cursor:
+                    yield self._reset(1)
             got = tail.after(self.cursor)
             if got is None:
                 try:
@@ -415,6 +432,8 @@ class Subscription:
                 if page is None:  # deleted meanwhile
                     self.ended = "deleted"
                     return
+                if self.generation != tail.generation:
+                    continue  # the read found the new log: reset first
                 if page.first_id > self.cursor + 1:
                     yield self._reset(page.first_id)
                     continue
@@ -455,6 +474,14 @@ class Subscription:
         """
         hub, tail, limit = self.hub, self.tail, self.hub.config.page_size
         while not hub.draining:
+            if self.generation != tail.generation:
+                # The store lost the log this cursor counts in: the new log from its start, said aloud.
+                self.generation = tail.generation
+                if self.cursor:
+                    gap = Gap(1, self.cursor)
+                    self.cursor = 0
+                    hub.stats.resets_sent += 1
+                    yield gap
             got = tail.events_after(self.cursor, limit)
             if got is None:
                 try:
@@ -465,6 +492,8 @@ class Subscription:
                 if page is None:  # deleted meanwhile
                     self.ended = "deleted"
                     return
+                if self.generation != tail.generation:
+                    continue  # the read found the new log: the gap first
                 if page.first_id > self.cursor + 1:
                     gap = Gap(page.first_id, self.cursor)
                     self.cursor = page.first_id - 1

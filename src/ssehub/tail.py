@@ -36,6 +36,8 @@ class Tail:
         self.first_id = 1  # the oldest id the store still had when the tail was loaded
         self.status = "open"
         self.deleted = False
+        self.epoch = ""  # the epoch of the log these frames come from, once known
+        self.generation = 0  # how often the log was replaced under this tail (a Redis lost its data)
         self.subscribers = 0
         self.loaded: asyncio.Future[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -68,6 +70,14 @@ class Tail:
             del self._frames[:drop]
             del self._events[:drop]
             self._base += drop
+        self.wake()
+
+    def restart(self, epoch: str) -> None:
+        """The store lost the log: what follows is a new log, `epoch`, from id 1."""
+        self._frames, self._base = [], 0
+        self.last_id, self.first_id, self.status = 0, 1, "open"
+        self.epoch = epoch
+        self.generation += 1
         self.wake()
 
     def after(self, cursor: int) -> tuple[bytes, int] | None:
