@@ -101,7 +101,8 @@ def app_from_env() -> HubApp:
 
 
 def _serve_workers(options: ServeOptions) -> None:
-    if not open_store(options.store).shared:
+    store = open_store(options.store)
+    if not store.shared:
         raise InvalidInput(
             f"--workers {options.workers} needs a store that processes can share (redis://host:port/db); "
             f"{options.store} belongs to one process"
@@ -109,9 +110,9 @@ def _serve_workers(options: ServeOptions) -> None:
     if not options.settings:
         raise InvalidInput("--workers above 1 needs ServeOptions.from_settings(...): the workers rebuild from them")
     os.environ[OPTIONS_ENV] = json.dumps(dict(options.settings))
+    # The store's repr, not its URL: it names the place and never a password.
     print(
-        f"ssehub serving {options.store} on http://{options.host}:{options.port} with {options.workers} workers",
-        flush=True,
+        f"ssehub serving {store!r} on http://{options.host}:{options.port} with {options.workers} workers", flush=True
     )
     _print_demo_url(options)
     uvicorn.run("ssehub.server:app_from_env", factory=True, workers=options.workers, **_uvicorn_options(options))

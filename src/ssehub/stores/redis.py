@@ -9,7 +9,7 @@ evenly over the masters of a cluster.
 
     {p}{g}:topic:{name}      hash    last_id, first_id, status, created, updated, closed_at, epoch
     {p}{g}:meta:{name}       hash    metadata: field -> its JSON text
-    {p}{g}:log:{name}        stream  event N is entry `N-0` (entry 1 also holds the epoch, `p`);
+    {p}{g}:log:{name}        stream  event N is entry `N-0` (name, data, time and the log's epoch);
                                      a close adds `last-1`; a delete leaves `last-2`
     {p}{g}:topics            zset    the group's topic names, score 0, so names page in lexical order
     {p}{g}:key:{epoch}:{k}   string  an idempotency key's ids and payload fingerprint, expiring after
@@ -32,17 +32,21 @@ streams can change without dropping the connection. A process's own appends
 are reported at once when the reader is up to date (the reader then skips
 them), saving local subscribers the round trip.
 
-Epochs: every log gets a random epoch when it is created. A Redis that restarts
-without persistence, or is flushed, loses the logs; the next append starts a new
-one from id 1. The reader compares the epochs of the logs it follows whenever it
-reconnects and every `block` seconds, and appends, reads and infos compare what
-they see; a log that is not the one followed is reported as a reset, so live
-subscribers learn it (`event: reset`) instead of silently missing ids.
+Epochs: every log gets a random epoch when it is created, and every entry
+carries it (all entries have the same fields, so Redis stores their names once).
+A Redis that restarts without persistence, or is flushed, loses the logs; the
+next append starts a new one from id 1. An entry, an append, a read or an info
+that shows another epoch than the followed log's is reported as a reset, and the
+reader follows the new log from its start; the reader also compares the epochs
+of its logs whenever it reconnects and every `block` seconds (a lost log nobody
+has written to since). So live subscribers learn it (`event: reset`) instead of
+silently missing ids.
 
 Redis going away: a call whose command provably never reached Redis (no
 connection, a dead pooled connection, Redis loading) is retried for up to a
-second; any other failure raises `StoreUnavailable` (a 503) at once, since a
-write whose reply was lost must not be repeated. Commands wait (up to 5 s) for
+second (up to 15 s while connections time out rather than being refused: slow,
+not gone); any other failure raises `StoreUnavailable` (a 503) at once, since a
+write whose reply was lost must not be repeated. Commands wait (up to 15 s) for
 one of `max_connections` connections, so a burst of subscribers queues instead
 of failing. The reader retries with backoff and continues from the last entry
 it saw.
@@ -75,7 +79,7 @@ from redis.exceptions import (
 from ..events import Event, NewEvent, TopicInfo
 from ..exceptions import IdempotencyConflict, InvalidInput, StoreUnavailable, TopicClosed, TopicNotFound
 from .base import Change, Page, Store, new_epoch
-from .redis_client import NotSent, open_client
+from .redis_client import NotSent, SlowConnect, open_client
 
 __all__ = ["GROUPS", "RedisStore"]
 
@@ -147,11 +151,7 @@ local last = tonumber(t[3])
 local first_id = tonumber(t[4])
 local n = (#ARGV - 10) / 2
 for i = 1, n do
-  if last + i == 1 then
-    redis.call('XADD', KEYS[2], '1-0', 'e', ARGV[9 + 2 * i], 'd', ARGV[10 + 2 * i], 't', ARGV[2], 'p', epoch)
-  else
-    redis.call('XADD', KEYS[2], (last + i) .. '-0', 'e', ARGV[9 + 2 * i], 'd', ARGV[10 + 2 * i], 't', ARGV[2])
-  end
+  redis.call('XADD', KEYS[2], (last + i) .. '-0', 'e', ARGV[9 + 2 * i], 'd', ARGV[10 + 2 * i], 't', ARGV[2], 'p', epoch)
 end
 local first = last + 1
 last = last + n
@@ -303,7 +303,7 @@ class RedisStore(Store):
         self._block_ms = _ms(block)
         self._check_every = block
         self._reconnect_wait = 1.0
-        self._queue_wait = 5.0
+        self._queue_wait = 15.0
         try:
             # Commands queue for one of max_connections; the readers' blocking XREADs have their own.
             self._redis = open_client(
@@ -332,6 +332,8 @@ class RedisStore(Store):
         ]
         self._follows: dict[str, _Follow] = {}
         self._down = False
+        self._lost_logs = 0
+        self._lost_logged = float("-inf")
 
     def __repr__(self) -> str:
         cluster = ", cluster=True" if self.cluster else ""
@@ -374,9 +376,13 @@ class RedisStore(Store):
             raise self._error(exc) from None
 
     async def _do(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run `call` on a free connection; retry it, for a bounded time, only if Redis never ran it."""
+        """Run `call` on a free connection; retry it, for a bounded time, only if Redis never ran it.
+
+        A refused connection means Redis is away: retried for a second. A connection that timed out means
+        Redis, or this process under a burst, is slow: retried as long as a command may wait for a connection.
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._reconnect_wait
+        began = loop.time()
         delay = 0.02
         while True:
             try:
@@ -389,7 +395,8 @@ class RedisStore(Store):
             try:
                 result = await call()
             except _REFUSED as exc:
-                if loop.time() + delay >= deadline:
+                wait = self._queue_wait if isinstance(exc, SlowConnect) else self._reconnect_wait
+                if loop.time() + delay >= began + wait:
                     self._lost(exc)
                     raise self._error(exc) from None
             except RedisError as exc:
@@ -475,9 +482,16 @@ class RedisStore(Store):
         self._announce(topic, epoch)
 
     def _announce(self, topic: str, epoch: str) -> None:
-        log.warning(
-            "Redis at %s lost the log of topic %r; its subscribers start again on a new one", self._where, topic
-        )
+        self._lost_logs += 1
+        now = asyncio.get_running_loop().time()
+        if now >= self._lost_logged + 10:  # a flush loses every log at once: one line, not thousands
+            self._lost_logged = now
+            log.warning(
+                "Redis at %s lost the log of topic %r (%d lost so far); its subscribers start again on the new one",
+                self._where,
+                topic,
+                self._lost_logs,
+            )
         self._notify(Change(topic, epoch=epoch, reset=True))
 
     def _saw(self, topic: str, epoch: str) -> bool:
@@ -553,8 +567,13 @@ class RedisStore(Store):
                 continue  # already reported by this process's own append
             epoch = fields.get("p")
             if epoch is not None and epoch != state.epoch:
-                if state.epoch is not None:  # the first entry of another log than the one followed
-                    self._announce(topic, epoch)
+                if state.epoch is not None:
+                    # Another log than the one followed (Redis lost it): report what came before, then
+                    # follow the new log from its start; the entries below this one are in it too.
+                    if events:
+                        self._notify(Change(topic, tuple(events), epoch=state.epoch))
+                    self._replaced(topic, epoch)
+                    return
                 state.epoch = epoch
             state.cursor = entry_id
             if kind == "0":

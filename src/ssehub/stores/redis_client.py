@@ -14,7 +14,8 @@ provably happen before anything is sent, and those are worth retrying at once:
   before every send, on every connection (pooled, cluster node, or the
   follower's own), and open a fresh connection instead.
 
-Both raise `NotSent`, which the store retries within a bounded wait.
+Both raise `NotSent` (`SlowConnect` for a connection that timed out), which
+the store retries within a bounded wait.
 """
 
 from __future__ import annotations
@@ -36,13 +37,17 @@ from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
-__all__ = ["Client", "NotSent", "open_client"]
+__all__ = ["Client", "NotSent", "SlowConnect", "open_client"]
 
 Client = aioredis.Redis | RedisCluster
 
 
 class NotSent(ConnectionError):
     """The command never reached Redis: no connection could be made. A retry cannot run it twice."""
+
+
+class SlowConnect(NotSent):
+    """Making the connection took too long: Redis (or this process's event loop) is slow, not gone."""
 
 
 class _Checked(AbstractConnection):
@@ -54,7 +59,9 @@ class _Checked(AbstractConnection):
             await super().connect_check_health(check_health, retry_socket_connect)
         except AuthenticationError:
             raise  # retrying cannot fix a password
-        except (ConnectionError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise SlowConnect(str(exc) or type(exc).__name__) from exc
+        except ConnectionError as exc:
             raise NotSent(str(exc) or type(exc).__name__) from exc
         finally:
             self._handshake = False
@@ -95,7 +102,7 @@ def open_client(
     """
     common: dict[str, Any] = {
         "decode_responses": True,
-        "socket_connect_timeout": 2,
+        "socket_connect_timeout": 5,
         "socket_timeout": socket_timeout,
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 0,

@@ -104,7 +104,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 def _lock(path: str) -> int:
     """An open descriptor holding the exclusive lock of `path`'s lock file; raises StoreUnavailable if taken."""
-    lock_path = f"{path}.lock"
+    lock_path = f"{os.path.realpath(path)}.lock"  # the file itself, however its path is spelled
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -121,6 +121,9 @@ def _lock(path: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+_warned: set[str] = set()
 
 
 def _looks_absolute(path: str) -> str | None:
@@ -163,7 +166,8 @@ class SQLiteStore(Store):
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         meant = _looks_absolute(self._given)
-        if meant is not None:
+        if meant is not None and self.path not in _warned:
+            _warned.add(self.path)  # once per process: `ssehub serve` opens its store twice
             log.warning(
                 "SQLite path %s is relative to the working directory (%s); for %s write sqlite:///%s",
                 self._given,
