@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import RedisServer, ServerProcess, free_port, missing, redis_answers, redis_prefix
+from support import RedisCluster, RedisServer, ServerProcess, free_port, missing, redis_answers, redis_prefix
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
 
 def store_urls() -> list[str]:
-    return ["memory://", "sqlite", "redis"]
+    return ["memory://", "sqlite", "redis", "redis-cluster"]
 
 
 @pytest.fixture(params=store_urls())
@@ -46,10 +46,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url: str = request.param
     if url == "sqlite":
         yield f"sqlite:///{tmp_path / 'hub.db'}"
-    elif url == "redis":
-        base: str = request.getfixturevalue("redis_url")
+    elif url in ("redis", "redis-cluster"):
+        base: str = request.getfixturevalue("redis_url" if url == "redis" else "redis_cluster_url")
         with redis_prefix(base) as prefix:
-            yield f"{base}?prefix={prefix}"
+            yield f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
     else:
         yield url
 
@@ -70,6 +70,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             own.kill()
         return
     missing(f"no Redis at {url} and no redis-server binary (apt-get install redis-server)")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster of this test session's own (redis-server in cluster mode)."""
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        missing("redis-server and redis-cli are not installed (apt-get install redis-server)")
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.kill()
 
 
 @pytest.fixture

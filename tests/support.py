@@ -139,6 +139,9 @@ class RedisServer:
 
     def __init__(self, directory: Path, persistent: bool = True) -> None:
         self.dir, self.persistent = directory, persistent
+        self.cluster = False
+        self.extra: list[str] = []  # more redis-server options (TLS, a password)
+        self.ready_url: str | None = None  # where to PING it when `url` needs more than a plain connection
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -150,13 +153,19 @@ class RedisServer:
             cmd += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             cmd += ["--appendonly", "no"]
+        if self.cluster:
+            cmd += ["--cluster-enabled", "yes", "--cluster-config-file", str(self.dir / "nodes.conf")]
+            # The bus port defaults to port + 10000, past 65535 for most free ports: choose one.
+            cmd += ["--cluster-port", str(free_port())]
+        cmd += self.extra
         with open(self.dir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if redis_answers(self.url):
+            if redis_answers(self.ready_url or self.url):
                 return self
             time.sleep(0.02)
+        self.kill()
         raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()}")
 
     def kill(self) -> None:
@@ -184,17 +193,57 @@ def redis_answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def redis_prefix(url: str) -> Iterator[str]:
-    """A key prefix of its own on a shared Redis; its keys are removed afterwards (never FLUSHDB)."""
+    """A key prefix of its own on a shared Redis (or cluster); its keys are removed afterwards (never FLUSHDB)."""
     import redis
+    from redis.cluster import RedisCluster as ClusterClient
 
     prefix = f"ssehub-test-{uuid.uuid4().hex[:12]}:"
     try:
         yield prefix
     finally:
-        with redis.Redis.from_url(url) as client:
-            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            if keys:
-                client.delete(*keys)
+        if "cluster=yes" in url:
+            with ClusterClient.from_url(url.split("?")[0]) as cluster:
+                for key in list(cluster.scan_iter(match=f"{prefix}*", count=1000)):
+                    cluster.delete(key)
+        else:
+            with redis.Redis.from_url(url) as client:
+                keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+                if keys:
+                    client.delete(*keys)
+
+
+class RedisCluster:
+    """A real Redis Cluster of `masters` redis-server processes on loopback ports, in `directory`."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.servers = [RedisServer(directory / f"node{i}", persistent=False) for i in range(masters)]
+        self.url = f"redis://127.0.0.1:{self.servers[0].port}/0?cluster=yes"
+
+    def start(self) -> RedisCluster:
+        for node in self.servers:
+            node.cluster = True
+            node.start()
+        nodes = [f"127.0.0.1:{node.port}" for node in self.servers]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        import redis
+
+        deadline = time.monotonic() + 30
+        for node in self.servers:
+            with redis.Redis(port=node.port) as client:
+                while client.cluster("INFO").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the Redis Cluster did not become ready")
+                    time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        for node in self.servers:
+            node.kill()
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 10) -> None:

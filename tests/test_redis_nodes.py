@@ -27,6 +27,14 @@ def store(redis_url: str) -> Iterator[str]:
         yield f"{redis_url}?prefix={prefix}"
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_redis(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A single Redis, and a 3-master Redis Cluster: the same store URL but for `?cluster=yes`."""
+    base: str = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
+    with redis_prefix(base) as prefix:
+        yield f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
+
+
 class Reader:
     """A resumable SSE consumer: reconnects with Last-Event-ID, to the next node when one fails."""
 
@@ -78,9 +86,9 @@ async def publish(client: httpx.AsyncClient, url: str, topic: str, data: object,
     return ids[0]
 
 
-async def test_two_nodes_share_topics_and_a_client_moves_between_them(server: Start, store: str) -> None:
-    a = server("--store", store, "--heartbeat", "1")
-    b = server("--store", store, "--heartbeat", "1")
+async def test_two_nodes_share_topics_and_a_client_moves_between_them(server: Start, any_redis: str) -> None:
+    a = server("--store", any_redis, "--heartbeat", "1")
+    b = server("--store", any_redis, "--heartbeat", "1")
     async with httpx.AsyncClient(timeout=10) as client:
         reader = Reader([a.url], "chat")
         task = asyncio.create_task(reader.run(client, stop_after=5))

@@ -273,6 +273,8 @@ class _Reader:
     #: A wake-up is on its way and the reader has not re-read its set since: more follows need none.
     wake_pending: bool = False
     task: asyncio.Task[None] | None = None
+    client: aioredis.Redis | None = None  # on a cluster, its own connection to the master of its slot
+    lost: bool = False  # on a cluster, that connection failed: find the slot's master afresh
 
 
 class RedisStore(Store):
@@ -309,13 +311,11 @@ class RedisStore(Store):
             self._redis = open_client(
                 self.url, cluster=self.cluster, socket_timeout=5, max_connections=self.max_connections + GROUPS
             )
-            self._reader = open_client(
-                self.url,
-                cluster=self.cluster,
-                socket_timeout=block + 5,
-                max_connections=GROUPS + 1,
-                single_connection=not self.cluster,
-            )
+            # The reader blocks in XREAD on a connection of its own, longer than any ordinary call. On a
+            # cluster each group's reader opens one to the master of its slot, when it first reads.
+            self._reader: aioredis.Redis | None = None
+            if not self.cluster:
+                self._reader = self._node_client(self.url)
         except (ValueError, RedisError) as exc:
             raise InvalidInput(f"bad Redis URL: {exc}") from None
         self._slots = asyncio.Semaphore(self.max_connections)
@@ -334,6 +334,13 @@ class RedisStore(Store):
         self._down = False
         self._lost_logs = 0
         self._lost_logged = float("-inf")
+
+    def _node_client(self, url: str) -> aioredis.Redis:
+        client = open_client(
+            url, cluster=False, socket_timeout=self._block_ms / 1000 + 5, max_connections=1, single_connection=True
+        )
+        assert isinstance(client, aioredis.Redis)
+        return client
 
     def __repr__(self) -> str:
         cluster = ", cluster=True" if self.cluster else ""
@@ -442,10 +449,15 @@ class RedisStore(Store):
                 reader.task = None
             reader.topics.clear()
         self._follows.clear()
-        for client in (self._reader, self._redis):
+        clients = [self._redis, *(r.client for r in self._readers if r.client is not None)]
+        if self._reader is not None:
+            clients.append(self._reader)
+        for client in clients:
             await client.aclose()
             if isinstance(client, aioredis.Redis):
                 await client.connection_pool.aclose()  # given to the client, so not closed by it
+        for reader in self._readers:
+            reader.client = None
 
     # -- following ---------------------------------------------------------------------------------------
 
@@ -520,6 +532,8 @@ class RedisStore(Store):
                 reply = await self._xread(reader, {key: state.cursor for key, (_, state) in issued.items()})
             except RedisError as exc:
                 self._lost(exc)
+                if self.cluster:
+                    await self._lose_reader_client(reader)
                 check_at = 0.0  # a Redis that restarted may have lost the logs: compare before reading on
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -535,21 +549,43 @@ class RedisStore(Store):
                 if self._follows.get(topic) is state:  # not followed afresh or reset meanwhile
                     self._report(topic, state, entries)
 
+    async def _reader_client(self, reader: _Reader) -> aioredis.Redis:
+        if self._reader is not None:
+            return self._reader
+        if reader.client is None:
+            # The master of the group's slot, as the cluster client knows it (it follows MOVED replies).
+            assert isinstance(self._redis, RedisCluster)
+            if reader.lost:  # the slot may have moved (a failover, a resharding): ask the cluster again
+                await self._redis.nodes_manager.initialize()
+                reader.lost = False
+            await self._redis.initialize()
+            node = self._redis.get_node_from_key(reader.wake_key)
+            if node is None:
+                raise ClusterDownError(f"no master serves the slot of {reader.wake_key}")
+            parts = urlsplit(self.url)
+            userinfo = parts.netloc.rpartition("@")[0]
+            netloc = f"{userinfo}@{node.host}:{node.port}" if userinfo else f"{node.host}:{node.port}"
+            reader.client = self._node_client(urlunsplit(parts._replace(netloc=netloc)))
+        return reader.client
+
+    async def _lose_reader_client(self, reader: _Reader) -> None:
+        """After an error on a cluster: the slot may have moved, so the next read asks again where it is."""
+        reader.lost = True
+        if reader.client is not None:
+            client, reader.client = reader.client, None
+            with contextlib.suppress(RedisError):
+                await client.aclose()
+                await client.connection_pool.aclose()
+
     async def _xread(self, reader: _Reader, cursors: dict[str, str]) -> Any:
         streams: dict[Any, Any] = {**cursors, reader.wake_key: reader.wake_cursor}
-        if not isinstance(self._reader, RedisCluster):
-            return await self._reader.xread(streams, count=1000, block=self._block_ms)
-        # Straight to the node of the group's slot: every key here shares it, and redis-py would
-        # otherwise ask a node which keys an XREAD has before each one.
-        node = self._reader.get_node_from_key(reader.wake_key)
-        return await self._reader.execute_command(
-            "XREAD", "COUNT", 1000, "BLOCK", self._block_ms, "STREAMS", *streams, *streams.values(), target_nodes=node
-        )
+        client = await self._reader_client(reader)
+        return await client.xread(streams, count=1000, block=self._block_ms)
 
     async def _check_epochs(self, reader: _Reader) -> None:
         topics = list(reader.topics)
         keys = [self._topic_key(t) for t in topics] + [self._log_key(t) for t in topics]
-        found = await self._epochs_script(keys=keys, args=[], client=self._reader)
+        found = await self._epochs_script(keys=keys, args=[], client=await self._reader_client(reader))
         for topic, epoch in zip(topics, found, strict=True):
             state = self._follows.get(topic)
             if state is None or epoch == "?":
