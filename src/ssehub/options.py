@@ -160,7 +160,8 @@ OPTIONS: tuple[Option, ...] = (
         "store",
         text(),
         "sqlite:///ssehub.db",
-        "memory://, sqlite:///relative/path.db, sqlite:////absolute/path.db or redis://host:port/db",
+        "memory://, sqlite:///relative/to/cwd.db, sqlite:////absolute/path.db (four slashes), "
+        "or redis://[user:password@]host:port/db (rediss:// for TLS, ?cluster=yes for a Redis Cluster)",
         group="store",
         metavar="URL",
     ),
