@@ -424,6 +424,9 @@ async def test_idempotency_key_on_agent_calls_starts_one_run() -> None:
         answers = await asyncio.gather(*(c.post("/agents/echo", json={"q": 2}, headers=key2) for _ in range(5)))
         assert len({a.json()["id"] for a in answers}) == 1
         assert {a.json()["status"] for a in answers} == {"completed"}
+        # The key reused for another call is refused, and starts nothing.
+        reused = await c.post("/agents/echo", json={"q": 3}, headers=key)
+        assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_conflict"
         runs = (await c.get("/topics?prefix=runs/")).json()["topics"]
         assert len(runs) == 2
         bad = await c.post("/agents/echo", json={}, headers={"idempotency-key": "x" * 201})

@@ -210,14 +210,21 @@ class Hub:
         *,
         idempotency_key: str | None = None,
         close: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]:
-        """Append `events` atomically; with `close`, close the topic with that status in the same step."""
+        """Append `events` atomically; with `close`, close the topic with that status in the same step.
+
+        An `idempotency_key` remembers a digest of what it appended: a retry with the same events gets
+        the first append's ids, a reuse with other events IdempotencyConflict (422). `fingerprint` is that
+        digest when the events are not what identifies the request (a run's claim: see `ssehub.runs`).
+        """
         validate_topic(topic)
         self._check(events)
         if close is not None and close not in TERMINAL_STATUSES:
             raise InvalidInput(f"status must be one of {sorted(TERMINAL_STATUSES)}")
-        # The key remembers a digest of its payload: a retry matches it, a reuse for other events is refused.
-        digest = payload_fingerprint(events, close) if idempotency_key is not None else None
+        digest = None
+        if idempotency_key is not None:
+            digest = fingerprint or payload_fingerprint(events, close)
         ids = await self.store.append(topic, events, idempotency_key=idempotency_key, close=close, fingerprint=digest)
         self.stats.events_published += len(ids)
         return ids

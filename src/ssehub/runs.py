@@ -42,7 +42,7 @@ from .config import HubConfig
 from .events import NewEvent, TopicInfo
 from .exceptions import InvalidInput, SSEHubError, StoreUnavailable, TooManyRequests, TopicClosed, TopicNotFound
 from .logs import log_fields
-from .stores import Page
+from .stores import Page, payload_fingerprint
 
 __all__ = [
     "RUN_PREFIX",
@@ -112,6 +112,7 @@ class Publisher(Protocol):
         *,
         idempotency_key: str | None = None,
         close: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]: ...
 
     async def info(self, topic: str) -> TopicInfo: ...
@@ -559,7 +560,7 @@ class RunManager:
         self.runs[run.id] = run
         try:
             if idempotency_key is not None:
-                winner = await self._claim(name, idempotency_key, run.id)
+                winner = await self._claim(name, idempotency_key, run.id, body)
                 if winner != run.id:
                     del self.runs[run.id]
                     return winner
@@ -573,10 +574,17 @@ class RunManager:
         run.task = self._spawn(self._execute(run), f"ssehub-run-{run.id}")
         return run
 
-    async def _claim(self, agent: str, key: str, run_id: str) -> str:
-        """The id of the run that owns `key`: `run_id` if this call claimed it first."""
+    async def _claim(self, agent: str, key: str, run_id: str, body: dict[str, Any]) -> str:
+        """The id of the run that owns `key`: `run_id` if this call claimed it first.
+
+        What the key remembers is the call (agent and body), not the new run id each attempt brings: a retry
+        of the same call finds the first run, the key reused for another body is an IdempotencyConflict (422).
+        """
         topic = f"agents/{agent}/keys"
-        ids = await self.hub.publish_many(topic, [NewEvent("run", run_id)], idempotency_key=key)
+        call = NewEvent.from_json("call", {"agent": agent, "body": body})
+        ids = await self.hub.publish_many(
+            topic, [NewEvent("run", run_id)], idempotency_key=key, fingerprint=payload_fingerprint([call])
+        )
         page = await self.hub.read(topic, ids[0] - 1, 1)
         if not page.events or page.events[0].id != ids[0]:
             raise InvalidInput(f"Idempotency-Key {key!r} was used for a run that retention has since dropped")
