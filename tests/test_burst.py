@@ -20,9 +20,9 @@ from collections.abc import Callable
 
 import pytest
 
-from conftest import ServerProcess, redis_prefix
 from ssehub import NewEvent
 from ssehub.stores import open_store
+from support import ServerProcess, redis_prefix
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

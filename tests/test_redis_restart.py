@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import RedisServer, ServerProcess, redis_answers, serve_app
+from ssehub.asgi import create_app
 from ssehub.hub import Hub
+from support import RedisServer, ServerProcess, redis_answers, serve_app
 
 pytestmark = pytest.mark.redis
 
@@ -62,7 +63,7 @@ async def test_no_503_once_redis_answers_again_in_every_worker(server: Start, pr
 async def test_a_publish_made_while_redis_restarts_waits_for_it(private_redis: RedisServer) -> None:
     """Reconnecting before answering, within a bounded wait: the first publish after the restart succeeds."""
     hub = Hub(private_redis.url)
-    async with serve_app(hub.asgi()) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with serve_app(create_app(hub)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
         assert (await client.post("/topics/t/events", json={"data": 1})).json() == {"ids": [1]}
         private_redis.kill()
         publish = asyncio.create_task(client.post("/topics/t/events", json={"data": 2}))

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import RedisServer, ServerProcess, free_port
 from ssehub import NewEvent, StoreUnavailable, open_store
 from ssehub.exceptions import InvalidInput
+from support import RedisServer, ServerProcess, free_port
 
 pytestmark = pytest.mark.redis
 

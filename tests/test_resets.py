@@ -11,13 +11,14 @@ import httpx
 import pytest
 import redis
 
-from conftest import RedisServer, ServerProcess, eventually, serve_app
 from ssehub import sse
+from ssehub.asgi import create_app
 from ssehub.config import HubConfig
 from ssehub.events import NewEvent
 from ssehub.hub import Hub
 from ssehub.stores import Change, open_store
 from ssehub.stores.redis import RedisStore
+from support import RedisServer, ServerProcess, eventually, serve_app
 
 Start = Callable[..., ServerProcess]
 
@@ -68,7 +69,7 @@ async def publish(client: httpx.AsyncClient, url: str, topic: str, data: object)
 
 async def test_last_event_id_beyond_the_end_of_a_closed_topic_gets_a_reset_then_the_log(store_url: str) -> None:
     hub = Hub(store_url, HubConfig(heartbeat=0.5))
-    async with serve_app(hub.asgi()) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with serve_app(create_app(hub)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
         for i in (1, 2, 3):
             await publish(client, base, "t", i)
         assert (await client.post("/topics/t/close")).status_code == 200
@@ -85,7 +86,7 @@ async def test_last_event_id_beyond_the_end_of_a_closed_topic_gets_a_reset_then_
 
 async def test_last_event_id_beyond_the_end_of_an_open_topic_gets_a_reset_then_the_log(store_url: str) -> None:
     hub = Hub(store_url, HubConfig(heartbeat=0.5))
-    async with serve_app(hub.asgi()) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with serve_app(create_app(hub)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
         for i in (1, 2):
             await publish(client, base, "t", i)
         stream = Stream(client, f"{base}/topics/t/events", {"last-event-id": "7"})
@@ -98,7 +99,7 @@ async def test_last_event_id_beyond_the_end_of_an_open_topic_gets_a_reset_then_t
 
 async def test_an_idempotency_key_reused_with_another_payload_gets_422(store_url: str) -> None:
     hub = Hub(store_url)
-    async with serve_app(hub.asgi()) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with serve_app(create_app(hub)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
         key = {"idempotency-key": "order-17"}
         first = await client.post("/topics/t/events", json=[{"data": 1}, {"data": 2}], headers=key)
         assert first.json() == {"ids": [1, 2]}

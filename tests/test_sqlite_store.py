@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, ServerProcess
 from ssehub import NewEvent, StoreUnavailable, open_store
 from ssehub.stores import SQLiteStore
+from support import ROOT, ServerProcess
 
 Start = Callable[..., ServerProcess]
 

@@ -503,9 +503,8 @@ class RunManager:
             try:
                 await self._sweep_once()
                 return
-            except StoreUnavailable as exc:
-                # Expected when the store starts after us: one line, no traceback, and another try.
-                log.warning("run sweep: %s; trying again in %gs", exc.message, delay)
+            except StoreUnavailable:
+                # Expected when the store starts after us (it says so itself, once): wait for it and try again.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
