@@ -68,6 +68,7 @@ def test_topic_info() -> None:
         "created": 1.0,
         "updated": 2.0,
         "closed_at": None,
+        "epoch": "",
     }
     closed = TopicInfo("t", status="failed", closed_at=3.0, meta={"agent": "chat"})
     assert closed.closed

@@ -128,5 +128,10 @@ async def test_the_js_block_in_chromium(server: Start, context: Any) -> None:  #
     await page.add_script_tag(content=runnable("js")[0], type="module")
     await page.wait_for_function("document.querySelector('#output').textContent.includes('ssehub demo agent')")
     await page.wait_for_function("document.querySelector('#stop').onclick !== null")
+    # The subscription is a second connection, independent of the stream: it may open a little later.
+    for _ in range(200):
+        if "compiling" in logs and "open" in logs:
+            break
+        await asyncio.sleep(0.05)
     assert "compiling" in logs and "open" in logs, logs
     assert errors == []
