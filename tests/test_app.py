@@ -10,10 +10,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from tests.conftest import serve_app
-from tests.sse_reader import read_sse
 
 from ssehub import Hub, HubConfig
+from ssehub.asgi import create_app
+from support import Read, read_sse, serve_app
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ async def hub(store_url: str) -> Hub:
 
 @pytest.fixture
 async def client(hub: Hub) -> AsyncIterator[httpx.AsyncClient]:
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         yield c
 
 
@@ -172,12 +172,14 @@ async def test_idempotency_key_over_http(client: httpx.AsyncClient) -> None:
 
 async def test_delete_ends_open_streams(client: httpx.AsyncClient, hub: Hub) -> None:
     await publish(client, "t", {"data": 1})
-    reader = asyncio.create_task(read_sse(client, "/topics/t/events?after=0"))
-    while hub.subscribers("t") < 1:
+    got = Read()
+    reader = asyncio.create_task(read_sse(client, "/topics/t/events?after=0", into=got))
+    while not got.events:  # the stream is open and has delivered what the topic held
         await asyncio.sleep(0.01)
     assert (await client.delete("/topics/t")).json() == {"deleted": "t"}
-    got = await asyncio.wait_for(reader, 5)
+    await asyncio.wait_for(reader, 5)
     assert got.ended and [e.id for e in got.events] == ["1"]
+    assert hub.subscribers("t") == 0
     assert (await client.get("/topics/t")).status_code == 404
 
 
@@ -312,7 +314,7 @@ async def test_publish_to_closed_topic_is_409(client: httpx.AsyncClient) -> None
 
 async def test_token_guards_changes_not_reads() -> None:
     hub = Hub("memory://", HubConfig(token="s3cret"))
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url) as c:
         r = await c.post("/topics/t/events", json={"data": 1})
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         assert r.headers["www-authenticate"] == "Bearer"
@@ -328,7 +330,7 @@ async def test_token_guards_changes_not_reads() -> None:
 
 async def test_mounted_under_a_prefix() -> None:
     hub = Hub("memory://")
-    app = Starlette(routes=[Mount("/sse", hub.asgi())])
+    app = Starlette(routes=[Mount("/sse", create_app(hub))])
     # Starlette does not run a mounted app's lifespan: the host app runs the hub's.
     app.router.lifespan_context = hub.lifespan
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as c:
@@ -341,7 +343,7 @@ async def test_middleware_that_edits_headers_in_place_sees_fresh_ones_on_every_s
     from starlette.types import Message, Receive, Scope, Send
 
     hub = Hub("memory://")
-    inner = hub.asgi()
+    inner = create_app(hub)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         async def tagging_send(message: Message) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ROOT, ServerProcess
+from support import ROOT, ServerProcess
 
 pytestmark = pytest.mark.browser
 
@@ -407,3 +407,57 @@ async def test_demo_at_phone_width_with_the_keyboard(
         await wait_status(page, "cancelled", turn=2, timeout=15)
     finally:
         await ctx.close()
+
+
+async def test_demo_reconnects_at_once_when_the_server_is_back_and_regenerates(
+    server: Callable[..., ServerProcess], context: Any, tmp_path: Path
+) -> None:
+    # The hub asks clients to wait 30 s before they reconnect, and EventSource would: the page finds the
+    # restarted hub by itself (a health check every second while it is away) and reconnects at once, so
+    # the answer completes and the banner goes long before the hint's 30 s.
+    hub = server(
+        "--demo", "--store", f"sqlite:///{tmp_path / 'hub.db'}", "--retry", "30000", env={"SSEHUB_DEMO_DELAY": "0.03"}
+    )
+    page = await context.new_page()
+    await page.goto(f"{hub.url}/")
+    await ask(page, "Keep going through a restart")
+    await wait_text(page, 30)
+    hub.restart()
+    await wait_status(page, "completed", timeout=20)
+    await page.wait_for_selector("#banner", state="hidden", timeout=20_000)
+    run = await run_of(page)
+    assert await answer_text(page) == run["result"]["answer"]
+
+    # Regenerate asks the same question again, as a new turn; only the last ended turn offers it.
+    assert await page.is_visible(".turn:nth-child(1) .regenerate")
+    await page.click(".turn:nth-child(1) .regenerate")
+    await wait_text(page, 5, turn=2)
+    assert await page.is_hidden(".turn:nth-child(1) .regenerate")  # not while an answer runs
+    await wait_status(page, "completed", turn=2)
+    assert await page.text_content(".turn:nth-child(2) .user-msg") == "Keep going through a restart"
+    assert await page.is_hidden(".turn:nth-child(1) .regenerate") and await page.is_visible(
+        ".turn:nth-child(2) .regenerate"
+    )
+    await screenshot(page, "demo-regenerate")
+
+
+async def test_demo_says_readably_when_sending_fails_and_recovers(
+    server: Callable[..., ServerProcess], context: Any, tmp_path: Path
+) -> None:
+    hub = start_demo(server, tmp_path)
+    page = await context.new_page()
+    await page.goto(f"{hub.url}/")
+    await page.wait_for_function("!!document.querySelector('#input')")
+    hub.stop()
+    await page.wait_for_selector("#banner:not([hidden])")
+    assert "Reconnecting" in (await page.text_content("#banner") or "")
+    await ask(page, "Anyone there?")
+    await wait_status(page, "failed")
+    note = await page.text_content(".turn:nth-child(1) .status") or ""
+    assert note == "Could not send: the server cannot be reached. Press Regenerate to try again."
+    await screenshot(page, "demo-send-failed")
+    hub.start()
+    await page.wait_for_selector("#banner", state="hidden", timeout=20_000)
+    await page.click(".turn:nth-child(1) .regenerate")
+    await wait_status(page, "completed", turn=2)
+    assert await page.text_content(".turn:nth-child(2) .user-msg") == "Anyone there?"

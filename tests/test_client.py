@@ -16,7 +16,6 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 import ssehub
-from conftest import ServerProcess, free_port, serve_app
 from ssehub import (
     AsyncClient,
     Client,
@@ -29,7 +28,10 @@ from ssehub import (
     TransportError,
     Unauthorized,
 )
+from ssehub.asgi import create_app
+from ssehub.asgi.responses import error_response
 from ssehub.client import backoff
+from support import ServerProcess, free_port, serve_app
 
 Start = Callable[..., ServerProcess]
 
@@ -284,14 +286,14 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
 
 async def test_subscribe_and_publish_retry_through_5xx() -> None:
     hub = ssehub.Hub("memory://", ssehub.HubConfig(retry_ms=10))
-    app = hub.asgi()
+    app = create_app(hub)
     failures = {"left": 3}
 
     async def flaky(scope: Any, receive: Any, send: Any) -> None:
         # A real hub behind a front that answers 503 to the first requests, as a busy proxy would.
         if scope["type"] == "http" and failures["left"] > 0:
             failures["left"] -= 1
-            await ssehub.app.error_response(503, "store_unavailable", "busy")(scope, receive, send)
+            await error_response(503, "store_unavailable", "busy")(scope, receive, send)
             return
         await app(scope, receive, send)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess, redis_prefix
 from durable_harness import SUITE_TESTS, failures, require_harness, run_suite
+from support import ServerProcess, redis_prefix
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

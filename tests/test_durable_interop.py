@@ -17,10 +17,10 @@ import httpx
 import pytest
 
 import ssehub
-from conftest import ServerProcess
 from durable_harness import HARNESS, require_harness
 from ssehub import sse
 from ssehub.durable import offsets
+from support import ServerProcess
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,8 +7,8 @@ import signal
 from collections.abc import Callable
 
 import httpx
-from tests.conftest import ServerProcess
-from tests.sse_reader import read_sse
+
+from support import ServerProcess, read_sse
 
 Server = Callable[..., ServerProcess]
 

@@ -6,9 +6,9 @@ import asyncio
 import gc
 import resource
 
-from tests.conftest import serve_app
-
 from ssehub import Hub, HubConfig
+from ssehub.asgi import create_app
+from support import serve_app
 
 CYCLES = 10_000
 WORKERS = 50
@@ -16,7 +16,7 @@ WORKERS = 50
 
 async def test_ten_thousand_connect_disconnect_cycles_leave_nothing() -> None:
     hub = Hub("memory://", HubConfig(heartbeat=30))
-    app = hub.asgi()
+    app = create_app(hub)
     async with serve_app(app) as url:
         port = int(url.rsplit(":", 1)[1])
         request = b"GET /topics/leak/events?after=0 HTTP/1.1\r\nHost: x\r\naccept: text/event-stream\r\n\r\n"

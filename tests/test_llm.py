@@ -14,10 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from conftest import serve_app
 from ssehub import Hub, Run, UpstreamError
+from ssehub.asgi import create_app
 from ssehub.llm import ChatModel, stream_chat
-from test_runs import SSE, read_all
+from support import read_all, serve_app
+from test_runs import SSE
 
 WORDS = ["The ", "answer", " is", " 42", ".\n\n", "Second", " paragraph", "."]
 
@@ -55,6 +56,20 @@ def tool_chunks() -> list[dict[str, Any]]:
     ]
 
 
+def reasoning_chunks() -> list[dict[str, Any]]:
+    # The names servers use: DeepSeek and llama.cpp `reasoning_content`, Ollama and vLLM 0.11+ `reasoning`;
+    # a delta that carries both (a server sending the old name as an alias) is one piece, not two.
+    return [
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"reasoning_content": "First, "}),
+        chunk({"reasoning": "the question; "}),
+        chunk({"reasoning": "then ", "reasoning_content": "then "}),
+        chunk({"reasoning": None, "content": "The answer"}),
+        chunk({"content": " is 42."}),
+        chunk({}, "stop"),
+    ]
+
+
 def fake_openai() -> Starlette:
     async def completions(request: Request) -> Response:
         if request.headers.get("authorization") != "Bearer sk-test":
@@ -64,7 +79,7 @@ def fake_openai() -> Starlette:
         model = body["model"]
         if model == "down":
             return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
-        chunks: list[Any] = tool_chunks() if model == "tools" else text_chunks()
+        chunks: list[Any] = {"tools": tool_chunks, "thinker": reasoning_chunks}.get(model, text_chunks)()
         if model == "error-chunk":
             chunks = [*chunks[:3], {"error": {"message": "context length exceeded"}}]
 
@@ -97,14 +112,14 @@ async def test_adapter_streams_text_and_tool_call_deltas_into_a_run() -> None:
     async def assistant(run: Run, body: dict[str, Any]) -> dict[str, Any]:
         first = await stream_chat(model(body["url"], "tools"), [{"role": "user", "content": "weather?"}])
         for call in first.tool_calls:
-            async with run.tool(call.name, call.args()) as t:
-                t.result = "sunny" if call.name == "get_weather" else "12:00"
+            async with run.tool(call) as t:  # the model's own call id, name and parsed arguments
+                t.result = "sunny" if call.tool == "get_weather" else "12:00"
         second = await stream_chat(model(body["url"]), [{"role": "user", "content": "and?"}])
         return {"answer": second.text, "finish": [first.finish_reason, second.finish_reason]}
 
     async with (
         serve_app(fake_openai()) as fake,
-        serve_app(hub.asgi()) as url,
+        serve_app(create_app(hub)) as url,
         httpx.AsyncClient(base_url=url, timeout=10) as c,
     ):
         events = await read_all(c, "POST", "/agents/assistant", json={"url": fake}, headers=SSE)
@@ -113,11 +128,41 @@ async def test_adapter_streams_text_and_tool_call_deltas_into_a_run() -> None:
     assert "".join(d["arguments"] for d in deltas if d["index"] == 0) == '{"city": "Paris"}'
     assert "".join(d["arguments"] for d in deltas if d["index"] == 1) == '{"tz": "CET"}'
     starts = [json.loads(e.data) for e in events if e.event == "tool_start"]
-    assert [(s["tool"], s["args"]) for s in starts] == [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})]
+    assert [(s["call_id"], s["tool"], s["args"]) for s in starts] == [
+        ("call_a", "get_weather", {"city": "Paris"}),
+        ("call_b", "get_time", {"tz": "CET"}),
+    ]
     text = [json.loads(e.data)["content"] for e in events if e.event == "text_delta"]
     assert text == WORDS
     assert json.loads(events[-1].data)["result"] == {"answer": "".join(WORDS), "finish": ["tool_calls", "stop"]}
     assert [int(e.id) for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_reasoning_deltas_become_reasoning_events() -> None:
+    hub = Hub("memory://")
+
+    @hub.agent("thinker")
+    async def thinker(run: Run, body: dict[str, Any]) -> dict[str, Any]:
+        out = await stream_chat(model(body["url"], "thinker"), [{"role": "user", "content": "why?"}])
+        return {"reasoning": out.reasoning, "text": out.text}
+
+    async with (
+        serve_app(fake_openai()) as fake,
+        serve_app(create_app(hub)) as url,
+        httpx.AsyncClient(base_url=url) as c,
+    ):
+        events = await read_all(c, "POST", "/agents/thinker", json={"url": fake}, headers=SSE)
+    assert [(e.event, json.loads(e.data).get("content")) for e in events[:-1]] == [
+        ("reasoning_delta", "First, "),
+        ("reasoning_delta", "the question; "),
+        ("reasoning_delta", "then "),
+        ("text_delta", "The answer"),
+        ("text_delta", " is 42."),
+    ]
+    assert json.loads(events[-1].data)["result"] == {
+        "reasoning": "First, the question; then ",
+        "text": "The answer is 42.",
+    }
 
 
 @pytest.mark.parametrize(
@@ -135,7 +180,7 @@ async def test_upstream_failures_raise_upstream_error(name: str, key: str, messa
 
 
 async def test_unreachable_model() -> None:
-    from conftest import free_port
+    from support import free_port
 
     with pytest.raises(UpstreamError, match="could not be reached"):
         await stream_chat(ChatModel(f"http://127.0.0.1:{free_port()}/v1", "x"), [{"role": "user", "content": "hi"}])

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from conftest import ROOT, RedisServer, ServerProcess, eventually, redis_prefix
 from ssehub import sse
+from support import ROOT, RedisServer, ServerProcess, eventually, redis_prefix
 
 pytestmark = pytest.mark.redis
 
@@ -25,6 +25,14 @@ Start = Callable[..., ServerProcess]
 def store(redis_url: str) -> Iterator[str]:
     with redis_prefix(redis_url) as prefix:
         yield f"{redis_url}?prefix={prefix}"
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def any_redis(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A single Redis, and a 3-master Redis Cluster: the same store URL but for `?cluster=yes`."""
+    base: str = request.getfixturevalue("redis_url" if request.param == "redis" else "redis_cluster_url")
+    with redis_prefix(base) as prefix:
+        yield f"{base}{'&' if '?' in base else '?'}prefix={prefix}"
 
 
 class Reader:
@@ -78,9 +86,9 @@ async def publish(client: httpx.AsyncClient, url: str, topic: str, data: object,
     return ids[0]
 
 
-async def test_two_nodes_share_topics_and_a_client_moves_between_them(server: Start, store: str) -> None:
-    a = server("--store", store, "--heartbeat", "1")
-    b = server("--store", store, "--heartbeat", "1")
+async def test_two_nodes_share_topics_and_a_client_moves_between_them(server: Start, any_redis: str) -> None:
+    a = server("--store", any_redis, "--heartbeat", "1")
+    b = server("--store", any_redis, "--heartbeat", "1")
     async with httpx.AsyncClient(timeout=10) as client:
         reader = Reader([a.url], "chat")
         task = asyncio.create_task(reader.run(client, stop_after=5))
@@ -159,7 +167,7 @@ async def test_redis_restart_mid_stream_loses_nothing_acknowledged(server: Start
         producer = asyncio.create_task(produce())
         await eventually(lambda: len(acked) >= 20, 10)
         private_redis.kill()
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.5)  # longer than a request waits for Redis to come back: some get 503
         private_redis.start()
         await asyncio.wait_for(producer, 30)
         assert await asyncio.wait_for(consume, 30) is True

@@ -54,4 +54,4 @@ def test_serve_refuses_a_bad_run_grace_in_one_line() -> None:
         [sys.executable, "-m", "ssehub", "serve", "--run-grace", "-1"], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == ["ssehub serve: run_grace must be from 0 to 3600 seconds"]
+    assert proc.stderr.strip().splitlines() == ["ssehub serve: --run-grace: must be a number from 0 to 3600, got '-1'"]

@@ -6,31 +6,18 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import serve_app
 from ssehub import AgentError, Hub, Run, emit
+from ssehub.asgi import create_app
 from ssehub.demo import answer_for
-from ssehub.sse import Decoder, ServerSentEvent
+from ssehub.sse import ServerSentEvent
+from support import read_all, serve_app, sse_events
 
 SSE = {"accept": "text/event-stream"}
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[ServerSentEvent]:
-    decoder = Decoder()
-    async for chunk in response.aiter_bytes():
-        for event in decoder.feed(chunk):
-            yield event
-
-
-async def read_all(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> list[ServerSentEvent]:
-    async with client.stream(method, url, **kwargs) as response:
-        assert response.status_code == 200, await response.aread()
-        return [e async for e in sse_events(response)]
 
 
 def make_hub(store: str = "memory://") -> Hub:
@@ -64,7 +51,7 @@ def make_hub(store: str = "memory://") -> Hub:
 
 async def test_three_answers_of_an_agent_call(store_url: str) -> None:
     hub = make_hub(store_url)
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         # 1. Plain JSON: wait, then the run document.
         r = await c.post("/agents/echo", json={"q": "x"})
         assert r.status_code == 200
@@ -115,7 +102,7 @@ async def test_three_answers_of_an_agent_call(store_url: str) -> None:
 
 async def test_finished_run_events_end_with_204_at_the_end() -> None:
     hub = make_hub()
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         run_id = (await c.post("/agents/echo", json={})).json()["id"]
         r = await c.get(f"/runs/{run_id}/events", headers={"last-event-id": "9"})
         assert r.status_code == 204
@@ -129,7 +116,7 @@ async def test_emit_is_a_noop_outside_a_run() -> None:
 
 async def test_a_failing_agent_ends_with_a_safe_error(caplog: pytest.LogCaptureFixture) -> None:
     hub = make_hub()
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         with caplog.at_level(logging.ERROR, logger="ssehub.runs"):
             r = await c.post("/agents/boom", json={})
         assert r.status_code == 200
@@ -159,7 +146,7 @@ async def test_disconnect_mid_run_then_resume_with_nothing_lost() -> None:
             await run.text(word)
         return {"answer": "".join(words)}
 
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         seen: list[ServerSentEvent] = []
         async with c.stream("POST", "/agents/slow", json={}, headers=SSE) as r:
             run_id = r.headers["x-run-id"]
@@ -197,7 +184,7 @@ async def test_cancel_stops_the_agent_task_promptly() -> None:
             stopped_at.append(time.monotonic())
             raise
 
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         async with c.stream("POST", "/agents/forever", json={}, headers=SSE) as r:
             run_id = r.headers["x-run-id"]
             await started.wait()
@@ -231,7 +218,7 @@ async def test_timeout_and_max_concurrent() -> None:
         await release.wait()
         return "ok"
 
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         doc = (await c.post("/agents/sleepy", json={})).json()
         assert doc["status"] == "failed"
         assert doc["error"] == {"message": "the run took longer than 0.2 s"}
@@ -259,7 +246,7 @@ async def test_bad_requests_get_precise_errors() -> None:
     async def strict(run: Run, body: dict[str, Any]) -> int:
         return int(body["n"])
 
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         cases = [
             (c.post("/agents/echo", content=b"{not json"), 400, "invalid_input"),
             (c.post("/agents/echo", json=[1, 2]), 400, "invalid_input"),
@@ -373,7 +360,7 @@ async def test_closing_the_run_topic_elsewhere_stops_the_agent() -> None:
             stopped.set()
             raise
 
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         run_id = (await c.post("/agents/chatty", json={}, headers={"prefer": "respond-async"})).json()["id"]
         await asyncio.sleep(0.1)
         # As another process would: end the topic directly (the owner only learns it from the store).
@@ -409,7 +396,7 @@ async def test_a_result_too_large_to_store_fails_the_run() -> None:
     async def huge(run: Run, body: dict[str, Any]) -> str:
         return "x" * 5000
 
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         doc = (await c.post("/agents/huge", json={})).json()
         assert doc["status"] == "failed"
         assert "above the limit" in doc["error"]["message"]
@@ -419,7 +406,7 @@ async def test_a_result_too_large_to_store_fails_the_run() -> None:
 
 async def test_idempotency_key_on_agent_calls_starts_one_run() -> None:
     hub = make_hub()
-    async with serve_app(hub.asgi()) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         key = {"idempotency-key": "call-1"}
         first = await c.post("/agents/echo", json={"q": 1}, headers={**key, "prefer": "respond-async"})
         assert first.status_code == 202
@@ -437,6 +424,9 @@ async def test_idempotency_key_on_agent_calls_starts_one_run() -> None:
         answers = await asyncio.gather(*(c.post("/agents/echo", json={"q": 2}, headers=key2) for _ in range(5)))
         assert len({a.json()["id"] for a in answers}) == 1
         assert {a.json()["status"] for a in answers} == {"completed"}
+        # The key reused for another call is refused, and starts nothing.
+        reused = await c.post("/agents/echo", json={"q": 3}, headers=key)
+        assert reused.status_code == 422 and reused.json()["error"]["code"] == "idempotency_conflict"
         runs = (await c.get("/topics?prefix=runs/")).json()["topics"]
         assert len(runs) == 2
         bad = await c.post("/agents/echo", json={}, headers={"idempotency-key": "x" * 201})

@@ -12,17 +12,22 @@ import pytest
 CASES = [
     (["--store", "foo://x"], {}, "unknown store scheme 'foo'"),
     (["--store", "sqlite:////proc/nope/x.db"], {}, "cannot open SQLite database"),
-    (["--heartbeat", "0"], {}, "heartbeat and purge_interval must be positive"),
-    (["--port", "70000"], {}, "port 70000 is out of range"),
-    (["--port", "abc"], {}, "argument --port: invalid int value: 'abc'"),
-    ([], {"SSEHUB_PORT": "abc"}, "argument --port: invalid int value: 'abc'"),
-    ([], {"SSEHUB_TTL": "soon"}, "argument --ttl: invalid float value: 'soon'"),
+    (["--heartbeat", "0"], {}, "--heartbeat: must be a number above 0, got '0'"),
+    (["--port", "70000"], {}, "--port: must be an integer from 0 to 65535, got '70000'"),
+    (["--port", "abc"], {}, "--port: must be an integer from 0 to 65535, got 'abc'"),
+    ([], {"SSEHUB_PORT": "abc"}, "SSEHUB_PORT: must be an integer from 0 to 65535, got 'abc'"),
+    ([], {"SSEHUB_TTL": "soon"}, "SSEHUB_TTL: must be a number of at least 0, got 'soon'"),
+    ([], {"SSEHUB_DEMO": "maybe"}, "SSEHUB_DEMO: must be true or false, got 'maybe'"),
+    (["--log-level", "loud"], {}, "--log-level: must be one of critical, error, warning, info, debug, got 'loud'"),
+    (["--config", "missing.toml"], {}, "missing.toml: cannot read the configuration file"),
+    ([], {"SSEHUB_CONFIG": "bad.toml"}, "bad.toml: unknown option 'prot'"),
     (["--store", "memory://", "--workers", "2"], {}, "--workers 2 needs a store that processes can share"),
 ]
 
 
 @pytest.mark.parametrize(("args", "env", "message"), CASES)
 def test_bad_options_get_one_line(tmp_path: Path, args: list[str], env: dict[str, str], message: str) -> None:
+    (tmp_path / "bad.toml").write_text("prot = 8000\n")
     done = subprocess.run(
         [sys.executable, "-m", "ssehub", "serve", *args],
         env={**os.environ, **env},

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ssehub import NewEvent, Store, TopicClosed, TopicNotFound, open_store
-from ssehub.stores import Change
+from ssehub import IdempotencyConflict, NewEvent, Store, TopicClosed, TopicNotFound, open_store
+from ssehub.stores import Change, payload_fingerprint
 
 
 @pytest.fixture
@@ -163,4 +163,46 @@ async def test_listener_reports_changes_in_order(store: Store) -> None:
     assert ids == list(range(1, 6))
     assert [c.status for c in changes if c.status] == ["cancelled"]
     assert changes[-1].deleted
+    await store.unfollow("t")
+
+
+async def test_idempotency_key_reused_with_another_payload_is_refused(store: Store) -> None:
+    batch = [ev("a"), ev("b")]
+    same = payload_fingerprint(batch)
+    assert await store.append("t", batch, idempotency_key="k", fingerprint=same) == [1, 2]
+    assert await store.append("t", batch, idempotency_key="k", fingerprint=same) == [1, 2]  # a retry
+    other = [ev("c")]
+    with pytest.raises(IdempotencyConflict):
+        await store.append("t", other, idempotency_key="k", fingerprint=payload_fingerprint(other))
+    # A caller that keeps no fingerprint (or a key kept without one) is answered as before.
+    assert await store.append("t", other, idempotency_key="k") == [1, 2]
+    assert await store.append("t", other, idempotency_key="k2") == [3]
+    assert await store.append("t", batch, idempotency_key="k2", fingerprint=same) == [3]
+    info = await store.info("t")
+    assert info is not None and info.last_id == 3  # the refused reuse wrote nothing
+    # The fingerprint covers the close status and the order of the events.
+    assert payload_fingerprint(batch) != payload_fingerprint(batch, "completed")
+    assert payload_fingerprint(batch) != payload_fingerprint(batch[::-1])
+    assert payload_fingerprint([ev("ab")]) != payload_fingerprint([ev("a"), ev("b")])
+
+
+async def test_every_log_has_an_epoch_and_a_new_log_a_new_one(store: Store) -> None:
+    changes: list[Change] = []
+    store.add_listener(changes.append)
+    await store.follow("t", 0)
+    await store.append("t", [ev("a")])
+    info = await store.info("t")
+    assert info is not None and len(info.epoch) == 16
+    page = await store.read("t", 0, 10)
+    assert page is not None and page.epoch == info.epoch
+    await store.delete_topic("t")
+    await store.update_meta("t", {"k": 1})  # created again, without an event
+    again = await store.info("t")
+    assert again is not None and again.epoch and again.epoch != info.epoch
+    for _ in range(100):  # a shared store reports asynchronously
+        if any(c.events for c in changes):
+            break
+        await asyncio.sleep(0.02)
+    assert {c.epoch for c in changes if c.events} == {info.epoch}
+    assert not any(c.reset for c in changes)  # a delete is a delete, not a lost log
     await store.unfollow("t")

@@ -13,9 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from conftest import serve_app
-from ssehub.sse import Decoder, ServerSentEvent
-from ssehub.streaming import EventSourceResponse, EventStream
+from ssehub.asgi import EventSourceResponse, EventStream
+from ssehub.sse import ServerSentEvent
+from support import read_sse, serve_app
 
 
 def build() -> tuple[Starlette, dict[str, Any]]:
@@ -72,27 +72,16 @@ def build() -> tuple[Starlette, dict[str, Any]]:
     return app, state
 
 
-async def collect(response: httpx.Response) -> tuple[list[ServerSentEvent], bytes]:
-    decoder, raw, events = Decoder(), b"", []
-    async for chunk in response.aiter_bytes():
-        raw += chunk
-        events.extend(decoder.feed(chunk))
-    return events, raw
-
-
 async def test_generator_style_with_headers_and_heartbeats() -> None:
     app, _ = build()
-    async with (
-        serve_app(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=10) as c,
-        c.stream("GET", "/gen") as r,
-    ):
-        assert r.headers["content-type"] == "text/event-stream; charset=utf-8"
-        assert r.headers["cache-control"] == "no-cache"
-        assert r.headers["x-accel-buffering"] == "no"
-        assert r.headers["x-extra"] == "yes"
-        events, raw = await collect(r)
-    assert raw.startswith(b": ok\nretry: 2000\n\n")
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        got = await read_sse(c, "/gen")
+    assert got.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert got.headers["cache-control"] == "no-cache"
+    assert got.headers["x-accel-buffering"] == "no"
+    assert got.headers["x-extra"] == "yes"
+    events, raw = got.events, got.raw
+    assert got.ended and raw.startswith(b": ok\nretry: 2000\n\n")
     assert b": keep-alive\n\n" in raw
     assert [(e.event, e.data, e.id) for e in events] == [
         ("tick", "one", "1"),
@@ -104,12 +93,8 @@ async def test_generator_style_with_headers_and_heartbeats() -> None:
 
 async def test_handler_style_sees_last_event_id() -> None:
     app, _ = build()
-    async with (
-        serve_app(app) as url,
-        httpx.AsyncClient(base_url=url, timeout=10) as c,
-        c.stream("GET", "/handler", headers={"last-event-id": "7"}) as r,
-    ):
-        events, _ = await collect(r)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
+        events = (await read_sse(c, "/handler", headers={"last-event-id": "7"})).events
     assert json.loads(events[0].data) == {"hello": "world"} and events[0].event == "greeting"
     assert events[1].data == "resumed after 7"
 
@@ -117,13 +102,7 @@ async def test_handler_style_sees_last_event_id() -> None:
 async def test_client_disconnect_aborts_the_handler() -> None:
     app, state = build()
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
-        decoder = Decoder()
-        got: list[ServerSentEvent] = []
-        async with c.stream("GET", "/endless") as r:
-            async for chunk in r.aiter_bytes():
-                got.extend(decoder.feed(chunk))
-                if len(got) >= 3:
-                    break
+        got = (await read_sse(c, "/endless", count=3)).events
         await asyncio.wait_for(state["aborted"].wait(), 5)
         await asyncio.wait_for(state["closed"].wait(), 5)
     assert [json.loads(e.data)["n"] for e in got[:3]] == [1, 2, 3]
@@ -132,8 +111,7 @@ async def test_client_disconnect_aborts_the_handler() -> None:
 async def test_a_failing_generator_ends_the_stream_cleanly() -> None:
     app, _ = build()
     async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
-        async with c.stream("GET", "/failing") as r:
-            assert r.status_code == 200
-            events, _ = await collect(r)
-        assert [e.data for e in events] == ["before"]
+        got = await read_sse(c, "/failing")
+        assert got.status == 200 and got.ended
+        assert [e.data for e in got.events] == ["before"]
         assert (await c.get("/handler")).status_code == 200  # the server is fine

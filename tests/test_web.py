@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import httpx
 
-from conftest import ServerProcess
+from support import ServerProcess
 
 
 def test_client_and_page_are_served(server: Callable[..., ServerProcess]) -> None:

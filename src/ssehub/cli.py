@@ -1,4 +1,9 @@
-"""The `ssehub` command line: `ssehub serve`, and `tail`, `publish` and `topics` on the client."""
+"""The `ssehub` command line: `ssehub serve`, and the client commands (`tail`, `publish`, `topics`, `info`,
+`close`, `delete`, `run`, `cancel`).
+
+Every failure is one line on standard error, `ssehub COMMAND: what went wrong`, and an exit code
+(`EXIT_CODES`, printed by `ssehub --help`).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,26 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TextIO
 
-from . import __version__
-from .config import HubConfig
-from .exceptions import SSEHubError
+from ._version import __version__
+from .config import DEFAULT_URL
+from .exceptions import InvalidInput, SSEHubError
+from .options import OPTIONS, resolve
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "main"]
+
+#: What the exit status of a command means.
+EXIT_CODES = {
+    0: "success (for tail and run: the topic or run ended; run: it completed)",
+    1: "an error: the hub refused the request or could not be reached (one line on standard error)",
+    2: "bad usage: an unknown option or a bad value",
+    3: "run: the run failed",
+    4: "run: the run was cancelled",
+    130: "interrupted (Ctrl-C); run leaves the run going unless --cancel-on-exit",
+}
 
 
 def _env(name: str, default: str) -> str:
@@ -24,90 +41,45 @@ def _env(name: str, default: str) -> str:
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "serve", help="run the hub server", description="Run the hub server (environment: SSEHUB_<OPTION>)."
+        "serve",
+        help="run the hub server",
+        description=(
+            "Run the hub server. Every option can also be set with the environment variable shown, or in a "
+            "TOML file (--config); a flag wins over the environment, which wins over the file."
+        ),
     )
-    p.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=_env("PORT", "8000"), help="port (default 8000)")
+    p.add_argument("--config", metavar="FILE", help="a TOML file of options, keys as the flags' names ($SSEHUB_CONFIG)")
     p.add_argument(
-        "--store",
-        default=_env("STORE", "sqlite:///ssehub.db"),
-        help="memory://, sqlite:///path.db or redis://host:port/db (default sqlite:///ssehub.db)",
+        "--print-config", action="store_true", help="print the effective options as TOML (secrets masked) and exit"
     )
-    p.add_argument(
-        "--heartbeat", type=float, default=_env("HEARTBEAT", "15"), help="seconds between keep-alive comments"
-    )
-    p.add_argument("--retry", type=int, default=_env("RETRY", "2000"), help="reconnect delay hint for clients, ms")
-    p.add_argument("--max-event-bytes", type=int, default=_env("MAX_EVENT_BYTES", str(1024 * 1024)))
-    p.add_argument("--max-events", type=int, default=_env("MAX_EVENTS", "100000"), help="events kept per topic")
-    p.add_argument("--ttl", type=float, default=_env("TTL", "86400"), help="seconds a closed topic is kept")
-    p.add_argument(
-        "--token", default=os.environ.get("SSEHUB_TOKEN"), help="require this bearer token to publish/close/delete"
-    )
-    p.add_argument(
-        "--run-grace",
-        type=float,
-        default=_env("RUN_GRACE", "5"),
-        help="on SIGTERM, seconds running agent runs get to finish before they are cancelled (default 5)",
-    )
-    p.add_argument(
-        "--durable-prefix",
-        default=_env("DURABLE_PREFIX", "/v1/stream"),
-        help="serve the Durable Streams protocol at PREFIX/{topic} (default /v1/stream; 'off': not at all)",
-    )
-    p.add_argument(
-        "--long-poll-timeout",
-        type=float,
-        default=_env("LONG_POLL_TIMEOUT", "15"),
-        help="seconds a Durable Streams long-poll waits for data (default 15)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=_env("WORKERS", "1"),
-        help="processes serving one port; above 1 needs a redis:// store (default 1)",
-    )
-    p.add_argument(
-        "--log-level", default=_env("LOG_LEVEL", "info"), choices=["critical", "error", "warning", "info", "debug"]
-    )
-    p.add_argument(
-        "--demo",
-        action="store_true",
-        default=_env("DEMO", "") not in ("", "0", "false"),
-        help="register the demo agent `chat` (POST /agents/chat) and serve its chat page at /",
-    )
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in OPTIONS:
+        group = groups.get(option.group) or groups.setdefault(option.group, p.add_argument_group(option.group))
+        default = "" if option.default in (None, False, []) else f"; default {option.default}"
+        kwargs: dict[str, Any] = {
+            "dest": option.attr,
+            "default": argparse.SUPPRESS,  # absent: the environment, the file or the default decides
+            "help": f"{option.help} (${option.env}{default})",
+        }
+        if option.flag:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["metavar"] = option.metavar or option.name.split("-")[-1].upper()
+            if option.repeat:
+                kwargs["action"] = "append"
+        group.add_argument(f"--{option.name}", **kwargs)
     p.set_defaults(run=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import ServeOptions, serve
 
-    try:
-        hub_config = HubConfig(
-            heartbeat=args.heartbeat,
-            retry_ms=args.retry,
-            max_event_bytes=args.max_event_bytes,
-            token=args.token,
-            run_grace=args.run_grace,
-            durable_prefix=None if args.durable_prefix in ("", "off") else args.durable_prefix,
-            long_poll_timeout=args.long_poll_timeout,
-        )
-    except ValueError as exc:
-        raise SystemExit(f"ssehub serve: {exc}") from None
-    if not 0 <= args.port <= 65535:
-        raise SystemExit(f"ssehub serve: port {args.port} is out of range")
-    serve(
-        ServeOptions(
-            host=args.host,
-            port=args.port,
-            store=args.store,
-            max_events=args.max_events,
-            ttl=args.ttl,
-            log_level=args.log_level,
-            demo=args.demo,
-            workers=args.workers,
-            hub=hub_config,
-        )
-    )
+    given = {o.name: getattr(args, o.attr) for o in OPTIONS if hasattr(args, o.attr)}
+    settings = resolve(given, config=args.config)
+    if args.print_config:
+        sys.stdout.write(settings.to_toml())
+        return 0
+    serve(ServeOptions.from_settings(settings))
     return 0
 
 
@@ -115,8 +87,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
-    from .client import DEFAULT_URL
-
     p.add_argument("--url", default=_env("URL", DEFAULT_URL), help=f"the hub's base URL (default {DEFAULT_URL})")
     p.add_argument("--token", default=os.environ.get("SSEHUB_TOKEN"), help="bearer token (default $SSEHUB_TOKEN)")
 
@@ -141,19 +111,36 @@ def _add_tail(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("topic")
     p.add_argument("--after", type=_non_negative, help="start after this id (0: from the start; default: new events)")
-    p.add_argument("--json", action="store_true", help='print JSON lines {"id", "event", "data"}')
+    _add_format(p)
     p.add_argument("--wait", action="store_true", help="wait for a topic that does not exist yet instead of failing")
     _add_client_options(p)
     p.set_defaults(run=_tail)
 
 
-def _show(event: Any, as_json: bool, colour: bool) -> str:
-    if as_json:
+FORMATS = ("text", "json", "raw")
+
+
+def _add_format(p: argparse.ArgumentParser, json_alias: bool = True) -> None:
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help='text: "ID EVENT DATA" lines (coloured on a terminal); json: JSON lines {"id", "event", "data"}; '
+        "raw: each event's data as it was sent, one per line",
+    )
+    if json_alias:
+        p.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
+
+
+def _show(event: Any, fmt: str, colour: bool) -> str:
+    if fmt == "json":
         try:
             data: Any = json.loads(event.data)
         except ValueError:
             data = event.data
         return json.dumps({"id": event.id, "event": event.event, "data": data}, ensure_ascii=False)
+    if fmt == "raw":
+        return str(event.data)
     data_text = event.data.replace("\n", "\n    ")
     if not colour:
         return f"{event.id} {event.event} {data_text}"
@@ -164,7 +151,7 @@ def _show(event: Any, as_json: bool, colour: bool) -> str:
 def _tail(args: argparse.Namespace) -> int:
     from .exceptions import TopicNotFound
 
-    colour = not args.json and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    colour = args.format == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
     with _client(args) as client:
         if not args.wait:
             try:
@@ -175,11 +162,15 @@ def _tail(args: argparse.Namespace) -> int:
                 ) from None
         try:
             for event in client.subscribe(args.topic, after=args.after):
-                print(_show(event, args.json, colour), flush=True)
+                print(_show(event, args.format, colour), flush=True)
         except BrokenPipeError:
-            # The reader went away (`ssehub tail t | head`): that is a normal end, not an error.
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may reach the closed pipe at exit
+            _reader_gone()
     return 0
+
+
+def _reader_gone() -> None:
+    # The reader went away (`ssehub tail t | head`): that is a normal end, not an error.
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may reach the closed pipe at exit
 
 
 def _add_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -270,14 +261,162 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- one topic: info, close, delete ---------------------------------------------------------------------
+
+
+def _add_topic_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("info", help="show a topic", description="Show a topic: ids, status, subscribers, metadata.")
+    p.add_argument("topic")
+    p.add_argument("--json", action="store_true", help="print the server's JSON description")
+    _add_client_options(p)
+    p.set_defaults(run=_info)
+
+    p = sub.add_parser(
+        "close", help="close a topic", description="Close a topic with a final status; its subscribers finish."
+    )
+    p.add_argument("topic")
+    p.add_argument("--status", choices=("completed", "failed", "cancelled"), default="completed")
+    _add_client_options(p)
+    p.set_defaults(run=_close)
+
+    p = sub.add_parser("delete", help="delete a topic", description="Delete a topic and all its events.")
+    p.add_argument("topic")
+    _add_client_options(p)
+    p.set_defaults(run=_delete)
+
+
+def _when(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _info(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        t = client.topic(args.topic)
+    if args.json:
+        print(json.dumps(t.as_dict(t.subscribers), ensure_ascii=False))
+        return 0
+    rows = [
+        ("topic", t.name),
+        ("status", t.status),
+        ("events", f"{t.first_id}..{t.last_id}" if t.last_id >= t.first_id else "none"),
+        ("last id", str(t.last_id)),
+        ("subscribers", str(t.subscribers)),
+        ("created", _when(t.created)),
+        ("updated", _when(t.updated)),
+        ("closed", _when(t.closed_at)),
+    ]
+    rows += [(f"meta.{k}", json.dumps(v, ensure_ascii=False)) for k, v in sorted(t.meta.items())]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _close(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        t = client.close_topic(args.topic, args.status)
+    print(f"{t.name} {t.status} at id {t.last_id}")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.delete_topic(args.topic)
+    print(f"deleted {args.topic}")
+    return 0
+
+
+# -- runs: run, cancel -------------------------------------------------------------------------------------------
+
+
+def _add_run_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="start an agent run and stream its events",
+        description=(
+            "Start a run of AGENT with the JSON BODY and print its events as they come, resuming across dropped "
+            "connections, until the run ends. Ctrl-C detaches and leaves the run going (its id is on standard "
+            "error; follow it again with `ssehub tail runs/ID --after N`); with --cancel-on-exit, Ctrl-C "
+            "cancels it. Exits 0 when the run completed, 3 when it failed, 4 when it was cancelled."
+        ),
+    )
+    p.add_argument("agent")
+    p.add_argument("--json", dest="body", metavar="BODY", default="{}", help="the request body, a JSON object")
+    _add_format(p, json_alias=False)  # --json is the body here
+    p.add_argument("--cancel-on-exit", action="store_true", help="cancel the run when interrupted (Ctrl-C)")
+    p.add_argument("--key", help="idempotency key: the same key finds the run the first call started")
+    _add_client_options(p)
+    p.set_defaults(run=_run)
+
+    p = sub.add_parser("cancel", help="cancel a run", description="Cancel a run; prints its status.")
+    p.add_argument("run_id", metavar="RUN")
+    _add_client_options(p)
+    p.set_defaults(run=_cancel)
+
+
+_RUN_EXIT = {"completed": 0, "failed": 3, "cancelled": 4}
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(args.body)
+    except ValueError as exc:
+        raise InvalidInput(f"--json: not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("--json: the body must be a JSON object")
+    colour = args.format == "text" and sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    with _client(args) as client:
+        run_id = client.start_run(args.agent, body, idempotency_key=args.key)["id"]
+        print(f"run {run_id}", file=sys.stderr, flush=True)
+        last = 0
+        try:
+            for event in client.subscribe_run(run_id):
+                last = event.id
+                try:
+                    print(_show(event, args.format, colour), flush=True)
+                except BrokenPipeError:
+                    _reader_gone()
+                    break
+        except KeyboardInterrupt:
+            if args.cancel_on_exit:
+                status = client.cancel_run(run_id)["status"]
+                print(f"run {run_id}: cancelled ({status})", file=sys.stderr)
+            else:
+                print(
+                    f"run {run_id}: detached; it goes on (ssehub tail runs/{run_id} --after {last}, "
+                    f"or ssehub cancel {run_id})",
+                    file=sys.stderr,
+                )
+            return 130
+        status = client.run(run_id)["status"]
+    return _RUN_EXIT.get(status, 1)
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        answer = client.cancel_run(args.run_id)
+    print(f"{answer['id']} {answer['status']}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssehub", description="Durable, resumable Server-Sent Events.")
+    codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
+    p = argparse.ArgumentParser(
+        prog="ssehub",
+        description="Durable, resumable Server-Sent Events.",
+        epilog=f"exit codes:\n{codes}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"ssehub {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     _add_tail(sub)
     _add_publish(sub)
     _add_topics(sub)
+    _add_topic_commands(sub)
+    _add_run_commands(sub)
     return p
 
 

@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from . import __version__
+from ._version import __version__
+from .config import DEFAULT_URL
 from .events import Event, NewEvent, TopicInfo, validate_topic
 from .exceptions import (
     EventTooLarge,
@@ -51,8 +52,6 @@ from .exceptions import (
 from .sse import Decoder, ServerSentEvent
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Client", "TopicState"]
-
-DEFAULT_URL = "http://127.0.0.1:8000"
 
 T = TypeVar("T")
 
@@ -338,6 +337,52 @@ class AsyncClient:
         except ValueError:
             raise ServerError(f"{response.request.url} did not answer JSON: {response.text[:200]!r}") from None
 
+    # -- runs --------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _run_path(run_id: str, suffix: str = "") -> str:
+        if not run_id or "/" in run_id or len(run_id) > 100:
+            raise InvalidInput(f"invalid run id {run_id[:40]!r}")
+        return f"/runs/{run_id}{suffix}"
+
+    async def start_run(
+        self, agent: str, body: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Start a run of `agent` and return at once with ``{"id", "status", "events_url"}``.
+
+        One idempotency key covers every attempt of this call, so a retry never starts a second run.
+        """
+        if not agent or "/" in agent:
+            raise InvalidInput(f"invalid agent name {agent[:40]!r}")
+        key = idempotency_key or uuid.uuid4().hex
+        response = await self._request(
+            "POST",
+            f"/agents/{agent}",
+            idempotent=True,
+            content=_body(dict(body or {})),
+            headers={"content-type": "application/json", "prefer": "respond-async", "idempotency-key": key},
+        )
+        document = self._json(response)
+        if not isinstance(document, dict) or not isinstance(document.get("id"), str):
+            raise ServerError(f"unexpected answer to an agent call: {response.text[:200]!r}")
+        return document
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        """The run's document: ``{"id", "agent", "status", "result", "error", ...}``."""
+        document: dict[str, Any] = self._json(await self._request("GET", self._run_path(run_id), idempotent=True))
+        return document
+
+    async def cancel_run(self, run_id: str) -> dict[str, Any]:
+        """Stop the run; ``{"id", "status"}`` (its final status if it had already ended)."""
+        response = await self._request("POST", self._run_path(run_id, "/cancel"), idempotent=True)
+        document: dict[str, Any] = self._json(response)
+        return document
+
+    async def subscribe_run(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """The run's events after ``after`` (from the start by default), resumed like `subscribe`, until it ends."""
+        async for event in self._follow(self._run_path(run_id, "/events"), after):
+            yield event
+
     # -- subscribing -----------------------------------------------------------------------------------------
 
     async def subscribe(self, topic: str, after: int | None = None) -> AsyncIterator[Event]:
@@ -357,7 +402,11 @@ class AsyncClient:
                 after = (await self.topic(topic)).last_id
             except TopicNotFound:
                 after = 0  # everything it will ever hold is new
-        elif isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        async for event in self._follow(path, after):
+            yield event
+
+    async def _follow(self, path: str, after: int) -> AsyncIterator[Event]:
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise InvalidCursor(f"after must be a non-negative integer, got {after!r}")
         cursor = after
         decoder = Decoder()
@@ -492,9 +541,26 @@ class Client:
     def topics(self, prefix: str = "") -> list[TopicState]:
         return self._call(self._async.topics(prefix))
 
+    def start_run(
+        self, agent: str, body: Mapping[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return self._call(self._async.start_run(agent, body, idempotency_key=idempotency_key))
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        return self._call(self._async.run(run_id))
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return self._call(self._async.cancel_run(run_id))
+
     def subscribe(self, topic: str, after: int | None = None) -> Iterator[Event]:
         """See `AsyncClient.subscribe`; leaving the loop early closes the connection."""
-        events = self._async.subscribe(topic, after)
+        return self._iterate(self._async.subscribe(topic, after))
+
+    def subscribe_run(self, run_id: str, after: int = 0) -> Iterator[Event]:
+        """See `AsyncClient.subscribe_run`."""
+        return self._iterate(self._async.subscribe_run(run_id, after))
+
+    def _iterate(self, events: AsyncIterator[Event]) -> Iterator[Event]:
         try:
             while True:
                 try:

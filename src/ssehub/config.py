@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HubConfig"]
+__all__ = ["DEFAULT_URL", "HubConfig"]
+
+#: Where `ssehub serve` listens by default, so where the client and the CLI look by default.
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,10 @@ class TopicInfo:
     """A topic's state as the store knows it.
 
     `first_id` is the oldest id still stored (retention may have dropped the
-    ones before it); an empty topic has `first_id == last_id + 1`.
+    ones before it); an empty topic has `first_id == last_id + 1`. `epoch` is a
+    random id the store creates with the log: ids count again from 1 in a new
+    log (the topic was deleted and created again, or a Redis lost its data), so
+    an id means something only together with its epoch.
     """
 
     name: str
@@ -96,6 +99,7 @@ class TopicInfo:
     updated: float = 0.0
     closed_at: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    epoch: str = ""
 
     @property
     def closed(self) -> bool:
@@ -110,6 +114,7 @@ class TopicInfo:
             "created": self.created,
             "updated": self.updated,
             "closed_at": self.closed_at,
+            "epoch": self.epoch,
         }
         if self.meta:
             out["meta"] = self.meta

@@ -5,6 +5,7 @@
     │   ├── InvalidTopic        a topic name outside [A-Za-z0-9._:/-]{1,200}
     │   ├── InvalidCursor       a Last-Event-ID / ?after= that is not a non-negative integer
     │   ├── EventTooLarge       an event (or a batch) above the configured limit
+    │   ├── IdempotencyConflict an Idempotency-Key reused with a different payload (422)
     │   └── UnsupportedMediaType
     ├── TopicNotFound           the topic (or run) does not exist
     ├── TopicClosed             publishing to a topic that was closed
@@ -33,6 +34,7 @@ __all__ = [
     "UpstreamError",
     "EventTooLarge",
     "Forbidden",
+    "IdempotencyConflict",
     "InvalidCursor",
     "InvalidInput",
     "InvalidTopic",
@@ -84,6 +86,13 @@ class EventTooLarge(InvalidInput):
 
     status = 413
     code = "event_too_large"
+
+
+class IdempotencyConflict(InvalidInput):
+    """This Idempotency-Key was used before with a different payload; nothing was written."""
+
+    status = 422
+    code = "idempotency_conflict"
 
 
 class UnsupportedMediaType(InvalidInput):

@@ -7,41 +7,61 @@
 
 There is no per-subscriber queue: a subscriber is an integer cursor and a
 task, so a slow client costs nothing but reading further back in the log.
+`Subscription.chunks()` writes the tail's cached native frames; `events()` is the
+same loop yielding the events themselves, for the readers of the other wire
+formats (`ssehub.formats`), which encode them their own way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import sse
 from .config import HubConfig
-from .events import TERMINAL_STATUSES, NewEvent, TopicInfo, validate_topic
+from .events import TERMINAL_STATUSES, Event, NewEvent, TopicInfo, validate_topic
 from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
-from .metrics import Stats
-from .stores import Change, Store, open_store
+from .runs import AgentFunction, RunManager
+from .shutdown import on_exit_signals
+from .stores import Change, Page, Store, open_store, payload_fingerprint
 from .tail import Tail, encode_events
 
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from .runs import AgentFunction, RunManager
-
-__all__ = ["Hub", "TopicWriter"]
+__all__ = ["Gap", "Hub", "Stats", "Subscription", "TopicWriter"]
 
 log = logging.getLogger("ssehub")
+
+
+@dataclass
+class Stats:
+    """Counters since the hub started, bumped where things happen (plain integers: the hot paths stay cheap)."""
+
+    events_published: int = 0
+    streams_opened: int = 0
+    resets_sent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Retention dropped events a subscriber asked for: the oldest left is `first_id`; it read up to `after`."""
+
+    first_id: int
+    after: int
 
 
 class Hub:
     """Topic logs in a store, fanned out to any number of subscribers.
 
-    Use it as `async with Hub(...) as hub:` or let the ASGI app's lifespan
-    start and stop it (`hub.asgi()`).
+    Use it as `async with Hub(...) as hub:`, or let the lifespan of its HTTP
+    app start and stop it (`ssehub.asgi.create_app(hub)`). Agents registered
+    with `hub.agent(...)` run in its `RunManager`, `hub.runs`.
     """
 
     def __init__(self, store: str | Store = "memory://", config: HubConfig | None = None, **store_options: Any):
@@ -54,9 +74,7 @@ class Hub:
         self._purger: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.store.add_listener(self._on_change)
-        from .runs import RunManager
-
-        self.runs: RunManager = RunManager(self)
+        self.runs = RunManager(self)
 
     def __repr__(self) -> str:
         return f"Hub({self.store!r})"
@@ -98,19 +116,39 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
-        """For a host app that mounts the hub: `FastAPI(lifespan=hub.lifespan)`."""
+        """Start and stop the hub with the server: `FastAPI(lifespan=hub.lifespan)` for a host app that mounts
+        it (`create_app(hub)` uses it too).
+
+        It also drains the hub as soon as the server is told to stop (SIGTERM, SIGINT), before the server
+        waits for its open connections: see `ssehub.shutdown`.
+        """
         async with self:
-            yield
+            with on_exit_signals(self.drain):
+                yield
 
     def drain(self) -> None:
-        """End every open stream with a `retry:` hint so clients reconnect (elsewhere) and resume."""
+        """Stop: end every open stream with a `retry:` hint so clients reconnect (elsewhere) and resume, and
+        begin stopping the runs (they get `HubConfig.run_grace` seconds to finish). Idempotent."""
+        if not self._draining.is_set():
+            log.info("draining: ending %d stream(s) with a retry hint", self.subscriber_count)
         self._draining.set()
         for tail in self._tails.values():
             tail.wake()
+        if self._started:
+            self.runs.stop()
 
     @property
     def draining(self) -> bool:
         return self._draining.is_set()
+
+    async def check_store(self, timeout: float = 2.0) -> None:
+        """Raise StoreUnavailable unless the store answers a cheap read within `timeout` seconds (readiness)."""
+        try:
+            async with asyncio.timeout(timeout):
+                # A topic that never exists: one lookup in every store, and nothing is written.
+                await self.store.info("_ssehub/ready")
+        except TimeoutError:
+            raise StoreUnavailable(f"the store did not answer within {timeout:g}s") from None
 
     def agent(
         self,
@@ -123,11 +161,11 @@ class Hub:
         """Register `async def agent(run, body) -> result` as `POST /agents/{name}` (see `ssehub.runs`)."""
         return self.runs.agent(name, timeout=timeout, max_concurrent=max_concurrent, validate=validate)
 
-    def asgi(self) -> Starlette:
-        """The HTTP interface as a Starlette app whose lifespan starts and stops this hub."""
-        from .app import create_app
-
-        return create_app(self)
+    def asgi(self) -> Any:
+        """Deprecated: use `ssehub.asgi.create_app(hub)`. The HTTP app whose lifespan starts and stops this hub."""
+        warnings.warn("Hub.asgi() is deprecated: use ssehub.asgi.create_app(hub)", DeprecationWarning, stacklevel=2)
+        # Imported by name: the hub sits below the HTTP layer and must not depend on it.
+        return importlib.import_module("ssehub.asgi").create_app(self)
 
     async def _tick_loop(self) -> None:
         # One timer for the whole hub instead of a timeout per subscriber per wait: every half
@@ -142,6 +180,8 @@ class Hub:
             await asyncio.sleep(self.config.purge_interval)
             try:
                 await self.store.purge()
+            except StoreUnavailable as exc:  # expected while the store is away: one line, retried
+                log.warning("retention sweep: %s; trying again in %gs", exc.message, self.config.purge_interval)
             except Exception:  # a failed sweep is retried at the next interval
                 log.exception("retention sweep failed")
 
@@ -170,13 +210,22 @@ class Hub:
         *,
         idempotency_key: str | None = None,
         close: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]:
-        """Append `events` atomically; with `close`, close the topic with that status in the same step."""
+        """Append `events` atomically; with `close`, close the topic with that status in the same step.
+
+        An `idempotency_key` remembers a digest of what it appended: a retry with the same events gets
+        the first append's ids, a reuse with other events IdempotencyConflict (422). `fingerprint` is that
+        digest when the events are not what identifies the request (a run's claim: see `ssehub.runs`).
+        """
         validate_topic(topic)
         self._check(events)
         if close is not None and close not in TERMINAL_STATUSES:
             raise InvalidInput(f"status must be one of {sorted(TERMINAL_STATUSES)}")
-        ids = await self.store.append(topic, events, idempotency_key=idempotency_key, close=close)
+        digest = None
+        if idempotency_key is not None:
+            digest = fingerprint or payload_fingerprint(events, close)
+        ids = await self.store.append(topic, events, idempotency_key=idempotency_key, close=close, fingerprint=digest)
         self.stats.events_published += len(ids)
         return ids
 
@@ -217,12 +266,40 @@ class Hub:
     async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]:
         return await self.store.topics(prefix, after, limit)
 
+    async def read(self, topic: str, after: int = 0, limit: int = 100) -> Page:
+        """Up to `limit` stored events with id > `after`, with the topic's bounds; TopicNotFound if none."""
+        page = await self.store.read(validate_topic(topic), after, limit)
+        if page is None:
+            raise TopicNotFound(f"no topic {topic!r}")
+        return page
+
+    async def update_meta(self, topic: str, meta: dict[str, Any]) -> TopicInfo:
+        """Merge `meta` into the topic's metadata (None removes a key); creates the topic if needed."""
+        return await self.store.update_meta(validate_topic(topic), meta)
+
+    async def wait_closed(self, topic: str) -> TopicInfo:
+        """Wait until `topic` is closed (or deleted, or this hub drains) and return its state then.
+
+        It holds the topic's tail like a subscriber, but reads nothing: it wakes on the tail's changes only.
+        """
+        tail = await self._acquire(validate_topic(topic))
+        try:
+            while not tail.ended and not self.draining:
+                await tail.wait()
+        finally:
+            await asyncio.shield(self._release(tail))
+        return await self.info(topic)
+
     # -- the store's reports ------------------------------------------------------------------------------
 
     def _on_change(self, change: Change) -> None:
         tail = self._tails.get(change.topic)
         if tail is None:
             return  # nobody here listens: it costs nothing
+        if change.reset:
+            tail.restart(change.epoch or "")  # the log is gone; the events that follow are the new one's
+        elif change.epoch and not tail.epoch:
+            tail.epoch = change.epoch
         if change.events:
             tail.push(change.events)
         if change.status is not None:
@@ -250,9 +327,10 @@ class Hub:
                     if info is not None:
                         tail.last_id = max(tail.last_id, info.last_id)
                         tail.first_id = info.first_id
+                        tail.epoch = tail.epoch or info.epoch
                         if info.closed:
                             tail.status = info.status
-                    await self.store.follow(topic, tail.last_id)
+                    await self.store.follow(topic, tail.last_id, tail.epoch or None)
                 except BaseException as exc:
                     tail.loaded.set_exception(exc)
                     tail.loaded.exception()  # retrieved here, so no "never retrieved" warning
@@ -285,17 +363,29 @@ class Hub:
 
 
 class Subscription:
-    """A cursor over one topic: `chunks()` yields SSE bytes until the topic ends."""
+    """A cursor over one topic: `chunks()` yields SSE bytes until the topic ends.
+
+    What it did is kept for the access log: `after` (where it started), `events_sent` (how many it sent) and
+    `ended`, why `chunks()` stopped: `closed` (the topic ended and was read to its end), `deleted`,
+    `draining` (the server is stopping), `store_unavailable`; None while it runs, or when the client left.
+    """
 
     def __init__(self, hub: Hub, tail: Tail, cursor: int) -> None:
         self.hub = hub
         self.tail = tail
         self.cursor = cursor
+        self.after = cursor
+        self.events_sent = 0
+        self.ended: str | None = None
+        self.generation = tail.generation
 
     @property
     def finished(self) -> bool:
-        """Everything of an ended topic has been read: a reconnect here would get nothing more."""
-        return self.tail.ended and self.cursor >= self.tail.last_id
+        """Everything of an ended topic has been read: a reconnect here would get nothing more.
+
+        A cursor beyond the end is not finished: it belongs to a log this one is not, and gets a reset.
+        """
+        return self.tail.ended and self.cursor == self.tail.last_id
 
     def _reset(self, first_id: int) -> bytes:
         # The reset frame carries id first_id - 1, so a reconnect from it asks for exactly what exists.
@@ -306,52 +396,129 @@ class Subscription:
         self.hub.stats.resets_sent += 1
         return frame
 
+    async def sync(self, cursor: int) -> bool:
+        """Before reading from `cursor`: make sure the tail knows the topic's last id; False if the store is away.
+
+        With a shared store, another node may have appended what this one's follower has not reported yet.
+        """
+        tail = self.tail
+        if cursor > tail.last_id and self.hub.store.shared:
+            try:
+                info = await self.hub.store.info(tail.name)
+            except StoreUnavailable:
+                return False
+            if info is not None:
+                tail.last_id = max(tail.last_id, info.last_id)
+        return True
+
     async def chunks(self) -> AsyncIterator[bytes]:
         hub, tail, config = self.hub, self.tail, self.hub.config
         loop = asyncio.get_running_loop()
         sent = loop.time()  # when we last wrote: a keep-alive goes out after `heartbeat` seconds of quiet
-        if self.cursor > tail.last_id and hub.store.shared:
-            # Another node may have appended what this one's follower has not reported yet.
-            try:
-                info = await hub.store.info(tail.name)
-            except StoreUnavailable:
-                yield sse.encode_retry(config.retry_ms)
-                return
-            if info is not None:
-                tail.last_id = max(tail.last_id, info.last_id)
+        if not await self.sync(self.cursor):
+            self.ended = "store_unavailable"
+            yield sse.encode_retry(config.retry_ms)
+            return
         if self.cursor > tail.last_id:
             # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
             yield self._reset(tail.first_id if tail.last_id else 1)
         while not hub.draining:
+            if self.generation != tail.generation:
+                # The store lost the log this cursor counts in (a Redis without persistence restarted):
+                # start again on the new log, said aloud, instead of skipping its first ids.
+                self.generation = tail.generation
+                if self.cursor:
+                    yield self._reset(1)
             got = tail.after(self.cursor)
             if got is None:
                 try:
                     page = await hub.store.read(tail.name, self.cursor, config.page_size)
                 except StoreUnavailable:
+                    self.ended = "store_unavailable"
                     break  # the client reconnects after the retry hint and resumes from its cursor
                 if page is None:  # deleted meanwhile
+                    self.ended = "deleted"
                     return
+                if self.generation != tail.generation:
+                    continue  # the read found the new log: reset first
                 if page.first_id > self.cursor + 1:
                     yield self._reset(page.first_id)
                     continue
                 if page.events:
                     self.cursor = page.events[-1].id
+                    self.events_sent += len(page.events)
                     yield encode_events(page.events)
                     sent = loop.time()
                     continue
                 got = (b"", self.cursor)
-            chunk, self.cursor = got
+            chunk, cursor = got
             if chunk:
+                # Ids are consecutive within the window: the count is the cursor's step.
+                self.events_sent += cursor - self.cursor
+                self.cursor = cursor
                 yield chunk
                 sent = loop.time()
                 continue
             if tail.ended:
+                self.ended = "deleted" if tail.deleted else "closed"
                 return
             if loop.time() - sent >= config.heartbeat:
                 sent = loop.time()
                 yield b": keep-alive\n\n"
             await tail.wait()
+        self.ended = self.ended or "draining"
         yield sse.encode_retry(config.retry_ms)
+
+    async def events(self) -> AsyncGenerator[Sequence[Event] | Gap, None]:
+        """The events after the cursor, as `chunks()` reads them, for a reader that encodes them itself.
+
+        Yields events in id order (at most a page at a time), a `Gap` where retention dropped
+        what was asked for (the cursor moves to just before it), and an empty tuple each time
+        it has read everything and is about to wait (the reader's moment for a keep-alive).
+        It ends when the topic has ended and everything was read (`finished`), when the
+        topic is deleted, and when the hub drains or the store is away (the reader should
+        then send a retry hint). Unlike `chunks()`, it leaves a cursor beyond the end to the reader.
+        """
+        hub, tail, limit = self.hub, self.tail, self.hub.config.page_size
+        while not hub.draining:
+            if self.generation != tail.generation:
+                # The store lost the log this cursor counts in: the new log from its start, said aloud.
+                self.generation = tail.generation
+                if self.cursor:
+                    gap = Gap(1, self.cursor)
+                    self.cursor = 0
+                    hub.stats.resets_sent += 1
+                    yield gap
+            got = tail.events_after(self.cursor, limit)
+            if got is None:
+                try:
+                    page = await hub.store.read(tail.name, self.cursor, limit)
+                except StoreUnavailable:
+                    self.ended = "store_unavailable"
+                    return
+                if page is None:  # deleted meanwhile
+                    self.ended = "deleted"
+                    return
+                if self.generation != tail.generation:
+                    continue  # the read found the new log: the gap first
+                if page.first_id > self.cursor + 1:
+                    gap = Gap(page.first_id, self.cursor)
+                    self.cursor = page.first_id - 1
+                    hub.stats.resets_sent += 1
+                    yield gap
+                    continue
+                got = page.events
+            if got:
+                self.cursor = got[-1].id
+                self.events_sent += len(got)
+                yield got
+                continue
+            if tail.ended:
+                self.ended = "deleted" if tail.deleted else "closed"
+                return
+            yield ()
+            await tail.wait()
+        self.ended = self.ended or "draining"
 
 
 class TopicWriter:

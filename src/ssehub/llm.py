@@ -6,10 +6,17 @@ Ollama, llama.cpp's server and most gateways speak it. `stream_chat` reads it
 with our own `sse.Decoder` and, through `emit()`, publishes to the current run:
 
     text_delta       {"content": "tok"}                         a piece of the answer
+    reasoning_delta  {"content": "tok"}                         a piece of a reasoning model's thinking
     tool_call_delta  {"index", "call_id", "tool", "arguments"}  a fragment of a tool call the model makes
 
-and returns the whole `Completion` (text, assembled tool calls, finish reason),
-so the agent can run the tools (`async with run.tool(...)`) and call again.
+Reasoning is not in OpenAI's own chat completions, so servers name it as they like:
+`reasoning_content` (DeepSeek's API, llama.cpp's server, vLLM before 0.11) or
+`reasoning` (Ollama, OpenRouter, vLLM from 0.11, which keeps the old name as an alias).
+The first of the two present in a delta is taken, so a delta carrying both is read once.
+
+and returns the whole `Completion` (text, the tool calls as `ssehub.ToolCall`s,
+finish reason), so the agent can run the tools (`async with run.tool(call)`, which
+keeps the model's call id) and call again.
 Outside a run, `emit()` is a no-op and `stream_chat` simply returns the completion.
 """
 
@@ -25,9 +32,9 @@ import httpx
 
 from . import sse
 from .exceptions import UpstreamError
-from .runs import emit
+from .runs import ToolCall, emit
 
-__all__ = ["ChatModel", "Completion", "ToolCall", "chat_chunks", "stream_chat"]
+__all__ = ["ChatModel", "Completion", "chat_chunks", "stream_chat"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,23 +56,25 @@ class ChatModel:
 
 
 @dataclass(slots=True)
-class ToolCall:
-    index: int
+class _Fragments:
+    """A tool call being streamed: its id and name come first, its JSON arguments in pieces."""
+
     id: str = ""
     name: str = ""
     arguments: str = ""
 
-    def args(self) -> Any:
-        """The arguments as JSON; raises UpstreamError if the model produced invalid JSON."""
+    def call(self) -> ToolCall:
         try:
-            return json.loads(self.arguments or "{}")
+            args = json.loads(self.arguments or "{}")
         except ValueError:
             raise UpstreamError(f"the model's arguments for tool {self.name!r} are not valid JSON") from None
+        return ToolCall(self.id, self.name, args)
 
 
 @dataclass(slots=True)
 class Completion:
     text: str = ""
+    reasoning: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
@@ -121,10 +130,14 @@ async def stream_chat(
     client: httpx.AsyncClient | None = None,
     **params: Any,
 ) -> Completion:
-    """Stream one completion into the current run's events (see the module docstring) and return it."""
+    """Stream one completion into the current run's events (see the module docstring) and return it.
+
+    Raises UpstreamError when the model fails, or asks for a tool with arguments that are not JSON.
+    """
     out = Completion()
-    calls: dict[int, ToolCall] = {}
+    calls: dict[int, _Fragments] = {}
     parts: list[str] = []
+    thoughts: list[str] = []
     async for chunk in chat_chunks(model, messages, client=client, **params):
         if isinstance(chunk.get("usage"), dict):
             out.usage = chunk["usage"]
@@ -132,6 +145,10 @@ async def stream_chat(
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # only the first choice is streamed
             delta = choice.get("delta") or {}
+            thought = _reasoning(delta)
+            if thought:
+                thoughts.append(thought)
+                emit("reasoning_delta", {"content": thought})
             content = delta.get("content")
             if isinstance(content, str) and content:
                 parts.append(content)
@@ -141,18 +158,29 @@ async def stream_chat(
             if choice.get("finish_reason"):
                 out.finish_reason = choice["finish_reason"]
     out.text = "".join(parts)
-    out.tool_calls = [calls[i] for i in sorted(calls)]
+    out.reasoning = "".join(thoughts)
+    out.tool_calls = [calls[i].call() for i in sorted(calls)]
     return out
 
 
-def _tool_delta(calls: dict[int, ToolCall], fragment: Any) -> None:
+def _reasoning(delta: Any) -> str:
+    if not isinstance(delta, dict):
+        return ""
+    for name in ("reasoning_content", "reasoning"):
+        value = delta.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _tool_delta(calls: dict[int, _Fragments], fragment: Any) -> None:
     # The first fragment of a call carries its id and name; later ones only append to the arguments.
     if not isinstance(fragment, dict):
         return
     index = fragment.get("index", 0)
     if not isinstance(index, int):
         return
-    call = calls.setdefault(index, ToolCall(index))
+    call = calls.setdefault(index, _Fragments())
     function = fragment.get("function") or {}
     if fragment.get("id"):
         call.id = str(fragment["id"])

@@ -17,6 +17,10 @@ call tree, child tasks included (a context variable), and is a no-op outside a
 run. It only queues the event: the run's writer task appends queued events in
 order, in batches, so a slow store never blocks the caller and a gone client
 never matters at all.
+
+This module sits below the hub: the run manager is written against `Publisher`,
+the few public methods of a hub it needs, so every write a run makes goes
+through the hub's checks and statistics, and nothing here knows the hub's type.
 """
 
 from __future__ import annotations
@@ -29,20 +33,22 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, Protocol, overload
 
+from .config import HubConfig
 from .events import NewEvent, TopicInfo
-from .exceptions import InvalidInput, SSEHubError, TooManyRequests, TopicClosed, TopicNotFound
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from .exceptions import InvalidInput, SSEHubError, StoreUnavailable, TooManyRequests, TopicClosed, TopicNotFound
+from .logs import log_fields
+from .stores import Page, payload_fingerprint
 
 __all__ = [
+    "RUN_PREFIX",
     "Agent",
     "AgentFunction",
+    "Publisher",
     "Run",
     "RunManager",
     "ToolCall",
@@ -90,12 +96,49 @@ class Agent:
     validate: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
-class ToolCall:
-    """The handle of `async with run.tool(...) as call`: set `call.result` before the block ends."""
+class Publisher(Protocol):
+    """What runs need of a hub (`ssehub.Hub` is one): its settings, and publishing and reading topics."""
 
-    def __init__(self, call_id: str, tool: str, args: Any) -> None:
-        self.call_id, self.tool, self.args = call_id, tool, args
-        self.result: Any = None
+    @property
+    def config(self) -> HubConfig: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    async def publish_many(
+        self,
+        topic: str,
+        events: Sequence[NewEvent],
+        *,
+        idempotency_key: str | None = None,
+        close: str | None = None,
+        fingerprint: str | None = None,
+    ) -> list[int]: ...
+
+    async def info(self, topic: str) -> TopicInfo: ...
+
+    async def read(self, topic: str, after: int = 0, limit: int = 100) -> Page: ...
+
+    async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]: ...
+
+    async def update_meta(self, topic: str, meta: dict[str, Any]) -> TopicInfo: ...
+
+    async def wait_closed(self, topic: str) -> TopicInfo: ...
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One call of a tool.
+
+    `async with run.tool(...) as call` yields one: set `call.result` before the block ends. The
+    calls a model asks for (`ssehub.llm.stream_chat`) come back as ToolCalls too, with the model's
+    own `call_id` and parsed `args`; `run.tool(call)` then runs one under that id.
+    """
+
+    call_id: str
+    tool: str
+    args: Any = None
+    result: Any = None
 
 
 class Run:
@@ -103,7 +146,7 @@ class Run:
 
     def __init__(self, manager: RunManager, agent: Agent, run_id: str, body: dict[str, Any]) -> None:
         self.manager = manager
-        self.hub = manager.hub
+        self.hub = manager.hub  # the Publisher that stores this run's events
         self.agent = agent
         self.id = run_id
         self.topic = RUN_PREFIX + run_id
@@ -122,6 +165,9 @@ class Run:
         self._cancel_reason: str | None = None
         self._started = False
         self._terminal = False
+        #: For the run's log line: events stored, and when it began (monotonic seconds).
+        self.events = 0
+        self._began = time.monotonic()
 
     def __repr__(self) -> str:
         return f"<Run {self.id} agent={self.agent.name!r} status={self.status}>"
@@ -131,6 +177,10 @@ class Run:
     async def text(self, content: str) -> None:
         """A piece of the answer: `text_delta {"content"}`."""
         await self.message({"content": content}, event="text_delta")
+
+    async def reasoning(self, content: str) -> None:
+        """A piece of the model's reasoning, shown apart from the answer: `reasoning_delta {"content"}`."""
+        await self.message({"content": content}, event="reasoning_delta")
 
     async def progress(self, percent: float, message: str = "") -> None:
         await self.message({"percent": percent, "message": message}, event="progress")
@@ -146,16 +196,19 @@ class Run:
         self._enqueue(NewEvent.from_json(event, data), None)
 
     @contextlib.asynccontextmanager
-    async def tool(self, name: str, args: Any = None) -> AsyncIterator[ToolCall]:
-        """`tool_start`, then `tool_result` with `call.result`, or with the error if the block raised."""
-        call = ToolCall(f"call_{next(self._ids)}", name, args)
-        await self.message({"call_id": call.call_id, "tool": name, "args": args}, event="tool_start")
+    async def tool(self, name: str | ToolCall, args: Any = None) -> AsyncIterator[ToolCall]:
+        """`tool_start`, then `tool_result` with `call.result`, or with the error if the block raised.
+
+        `name` may be a `ToolCall` a model asked for: its id, name and arguments are used as they are.
+        """
+        call = name if isinstance(name, ToolCall) else ToolCall(f"call_{next(self._ids)}", name, args)
+        await self.message({"call_id": call.call_id, "tool": call.tool, "args": call.args}, event="tool_start")
         try:
             yield call
         except Exception as exc:
-            self.emit("tool_result", {"call_id": call.call_id, "tool": name, "error": _safe_message(exc)})
+            self.emit("tool_result", {"call_id": call.call_id, "tool": call.tool, "error": _safe_message(exc)})
             raise
-        await self.message({"call_id": call.call_id, "tool": name, "result": call.result}, event="tool_result")
+        await self.message({"call_id": call.call_id, "tool": call.tool, "result": call.result}, event="tool_result")
 
     @contextlib.asynccontextmanager
     async def step(self, name: str, **data: Any) -> AsyncIterator[None]:
@@ -191,6 +244,7 @@ class Run:
                     events = [e for e, _ in batch if e is not None]
                     if events:
                         await self.hub.publish_many(self.topic, events)
+                        self.events += len(events)
                 except TopicClosed:
                     # Cancelled (or failed) by another process meanwhile: stop the agent too.
                     self._open = False
@@ -275,6 +329,16 @@ class Run:
             self._open = False
             if not self.finished.done():
                 self.finished.set_result(None)
+        log_fields(
+            log,
+            "run",
+            id=self.id,
+            agent=self.agent.name,
+            status=self.status,
+            events=self.events + 1,  # and the terminal one
+            seconds=time.monotonic() - self._began,
+            error=self.error,
+        )
 
     async def _store_end(self, status: str, terminal: NewEvent) -> str:
         """The result in the metadata, then the terminal event and the close in one append; the final status."""
@@ -284,12 +348,11 @@ class Run:
                 meta["result"] = self.result
             if self.error is not None:
                 meta["error"] = self.error
-            await self.hub.store.update_meta(self.topic, meta)
+            await self.hub.update_meta(self.topic, meta)
             await self.hub.publish_many(self.topic, [terminal], close=status)
             return status
         except TopicClosed:
-            info = await self.hub.store.info(self.topic)
-            return info.status if info is not None else status
+            return await self.manager.status_of(self.topic, status)
         except Exception as exc:
             # E.g. a result too large to store: the run must still end, so it fails, said aloud.
             log.exception("run %s: could not store its end", self.id)
@@ -298,7 +361,7 @@ class Run:
                 await self.hub.publish_many(
                     self.topic, [NewEvent.from_json("error", {"message": self.error})], close="failed"
                 )
-                await self.hub.store.update_meta(self.topic, {"status": "failed", "error": self.error})
+                await self.hub.update_meta(self.topic, {"status": "failed", "error": self.error})
             return "failed"
 
     def cancel(self, reason: str = "cancelled by the client") -> bool:
@@ -340,7 +403,7 @@ def run_document(info: TopicInfo, prefix: str = "") -> dict[str, Any]:
 class RunManager:
     """The agents of a hub and their runs in this process."""
 
-    def __init__(self, hub: Hub, *, lease: float = 30.0) -> None:
+    def __init__(self, hub: Publisher, *, lease: float = 30.0) -> None:
         self.hub = hub
         self.agents: dict[str, Agent] = {}
         self.runs: dict[str, Run] = {}
@@ -348,6 +411,7 @@ class RunManager:
         self.boot = secrets.token_hex(8)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._stopper: asyncio.Future[None] | None = None
 
     def register(self, agent: Agent) -> None:
         if not agent.name or "/" in agent.name or len(agent.name) > 100:
@@ -375,21 +439,34 @@ class RunManager:
         self._spawn(self._lease_loop(), "ssehub-run-leases")
         self._spawn(self._sweep(), "ssehub-run-sweep")
 
-    async def aclose(self) -> None:
-        """Stop every run of this process: each ends `failed` ("the server stopped"), so none is left running.
-
-        With `HubConfig.run_grace`, runs first get that many seconds to finish on their own (no new run starts).
-        """
+    def stop(self) -> None:
+        """Begin stopping (once): no new run starts; the running ones get `HubConfig.run_grace` seconds to
+        finish on their own, then are cancelled and end `failed` ("the server stopped"), so none is left
+        running. `aclose` waits for it; a server calls this as soon as it is told to stop, so that requests
+        waiting for a run's result get it while the server still waits for its connections."""
         self._stopping = True
+        if self._stopper is None:
+            self._stopper = asyncio.ensure_future(self._stop_runs())
+            self._stopper.set_name("ssehub-run-stop")
+
+    async def _stop_runs(self) -> None:
         runs = list(self.runs.values())
         grace = self.hub.config.run_grace
         if runs and grace > 0:
+            log.info("waiting up to %gs for %d run(s) to finish", grace, len(runs))
             await asyncio.wait([r.finished for r in runs], timeout=grace)
             runs = [r for r in runs if not r.finished.done()]
         for run in runs:
             run.cancel("shutdown")
         if runs:
             await asyncio.wait([r.finished for r in runs], timeout=10)
+
+    async def aclose(self) -> None:
+        """Stop every run of this process (see `stop`) and the manager's own tasks."""
+        self.stop()
+        assert self._stopper is not None
+        await asyncio.shield(self._stopper)
+        self._stopper = None
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -413,17 +490,28 @@ class RunManager:
                 if run._terminal:
                     continue
                 try:
-                    info = await self.hub.store.update_meta(run.topic, {"owner": self._owner()})
+                    info = await self.hub.update_meta(run.topic, {"owner": self._owner()})
                     if info.closed:  # cancelled from another process
                         run.cancel("cancelled")
                 except Exception as exc:
                     log.warning("run %s: could not renew its lease: %s", run.id, exc)
 
     async def _sweep(self) -> None:
-        """Mark the runs that died with their process as failed."""
+        """Mark the runs that died with their process as failed; while the store is away, try again later."""
+        delay = 1.0
+        while True:
+            try:
+                await self._sweep_once()
+                return
+            except StoreUnavailable:
+                # Expected when the store starts after us (it says so itself, once): wait for it and try again.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _sweep_once(self) -> None:
         after = ""
         while True:
-            page = await self.hub.store.topics(RUN_PREFIX, after, 500)
+            page = await self.hub.topics(RUN_PREFIX, after, 500)
             for info in page:
                 if not info.closed:
                     await self.check(info)
@@ -434,16 +522,26 @@ class RunManager:
     # -- runs ------------------------------------------------------------------------------------------------------
 
     @overload
-    async def start_run(self, name: str, body: dict[str, Any]) -> Run: ...
+    async def start_run(self, name: str, body: dict[str, Any], *, meta: dict[str, Any] | None = None) -> Run: ...
 
     @overload
-    async def start_run(self, name: str, body: dict[str, Any], *, idempotency_key: str | None) -> Run | str: ...
+    async def start_run(
+        self, name: str, body: dict[str, Any], *, idempotency_key: str | None, meta: dict[str, Any] | None = None
+    ) -> Run | str: ...
 
-    async def start_run(self, name: str, body: dict[str, Any], *, idempotency_key: str | None = None) -> Run | str:
+    async def start_run(
+        self,
+        name: str,
+        body: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Run | str:
         """Start a run of agent `name`; return it, or with an `idempotency_key` used before, the id of that run.
 
         The key is claimed in the store (an append with that idempotency key to the topic `agents/{name}/keys`),
-        so the same call retried, here or on another node, starts one run and learns its id.
+        so the same call retried, here or on another node, starts one run and learns its id. `meta` goes
+        into the run's metadata beside ssehub's own keys (e.g. the ids a wire format shows every reader).
         """
         agent = self.agents.get(name)
         if agent is None:
@@ -461,13 +559,13 @@ class RunManager:
         self.runs[run.id] = run
         try:
             if idempotency_key is not None:
-                winner = await self._claim(name, idempotency_key, run.id)
+                winner = await self._claim(name, idempotency_key, run.id, body)
                 if winner != run.id:
                     del self.runs[run.id]
                     return winner
             now = time.time()
-            await self.hub.store.update_meta(
-                run.topic, {"agent": name, "status": "running", "updated": now, "owner": self._owner()}
+            await self.hub.update_meta(
+                run.topic, {**(meta or {}), "agent": name, "status": "running", "updated": now, "owner": self._owner()}
             )
         except BaseException:
             del self.runs[run.id]
@@ -475,12 +573,19 @@ class RunManager:
         run.task = self._spawn(self._execute(run), f"ssehub-run-{run.id}")
         return run
 
-    async def _claim(self, agent: str, key: str, run_id: str) -> str:
-        """The id of the run that owns `key`: `run_id` if this call claimed it first."""
+    async def _claim(self, agent: str, key: str, run_id: str, body: dict[str, Any]) -> str:
+        """The id of the run that owns `key`: `run_id` if this call claimed it first.
+
+        What the key remembers is the call (agent and body), not the new run id each attempt brings: a retry
+        of the same call finds the first run, the key reused for another body is an IdempotencyConflict (422).
+        """
         topic = f"agents/{agent}/keys"
-        ids = await self.hub.store.append(topic, [NewEvent("run", run_id)], idempotency_key=key)
-        page = await self.hub.store.read(topic, ids[0] - 1, 1)
-        if page is None or not page.events or page.events[0].id != ids[0]:
+        call = NewEvent.from_json("call", {"agent": agent, "body": body})
+        ids = await self.hub.publish_many(
+            topic, [NewEvent("run", run_id)], idempotency_key=key, fingerprint=payload_fingerprint([call])
+        )
+        page = await self.hub.read(topic, ids[0] - 1, 1)
+        if not page.events or page.events[0].id != ids[0]:
             raise InvalidInput(f"Idempotency-Key {key!r} was used for a run that retention has since dropped")
         return page.events[0].data
 
@@ -490,9 +595,7 @@ class RunManager:
         if run is not None:
             return await self.wait(run)
         info = await self.info(run_id)
-        async with self.hub.subscription(info.name, after=info.last_id) as sub:
-            async for _ in sub.chunks():  # ends when the run's topic closes (or the server drains)
-                pass
+        await self.hub.wait_closed(info.name)  # returns early when the server drains
         return await self.info(run_id)
 
     async def _execute(self, run: Run) -> None:
@@ -505,7 +608,10 @@ class RunManager:
         """The run's topic, after checking that its owner is still alive."""
         if not run_id or "/" in run_id or len(run_id) > 100:
             raise InvalidInput(f"invalid run id {run_id[:40]!r}")
-        info = await self.hub.store.info(RUN_PREFIX + run_id)
+        try:
+            info = await self.hub.info(RUN_PREFIX + run_id)
+        except TopicNotFound:
+            info = None
         if info is None or "agent" not in info.meta:
             raise TopicNotFound(f"no run {run_id!r}")
         return await self.check(info)
@@ -518,11 +624,10 @@ class RunManager:
         log.warning("run %s: %s; marking it failed", info.name, message)
         try:
             await self.hub.publish_many(info.name, [NewEvent.from_json("error", {"message": message})], close="failed")
-            await self.hub.store.update_meta(info.name, {"status": "failed", "error": message, "updated": time.time()})
+            await self.hub.update_meta(info.name, {"status": "failed", "error": message, "updated": time.time()})
         except TopicClosed:
             pass
-        fresh = await self.hub.store.info(info.name)
-        return fresh if fresh is not None else info
+        return await self.fresh(info)
 
     def _owner_alive(self, owner: Any, run_id: str) -> bool:
         if not isinstance(owner, dict):
@@ -553,16 +658,28 @@ class RunManager:
                     [NewEvent.from_json("cancelled", {"reason": "cancelled by the client"})],
                     close="cancelled",
                 )
-                await self.hub.store.update_meta(info.name, {"status": "cancelled", "updated": time.time()})
-        fresh = await self.hub.store.info(info.name)
-        return fresh if fresh is not None else info
+                await self.hub.update_meta(info.name, {"status": "cancelled", "updated": time.time()})
+        return await self.fresh(info)
 
     async def wait(self, run: Run) -> TopicInfo:
         await asyncio.shield(run.finished)
-        info = await self.hub.store.info(run.topic)
-        if info is None:
-            raise TopicNotFound(f"no run {run.id!r}")
-        return info
+        try:
+            return await self.hub.info(run.topic)
+        except TopicNotFound:
+            raise TopicNotFound(f"no run {run.id!r}") from None
+
+    async def fresh(self, info: TopicInfo) -> TopicInfo:
+        """The run's topic as the store has it now; `info` if it is gone meanwhile."""
+        try:
+            return await self.hub.info(info.name)
+        except TopicNotFound:
+            return info
+
+    async def status_of(self, topic: str, default: str) -> str:
+        try:
+            return (await self.hub.info(topic)).status
+        except TopicNotFound:
+            return default
 
 
 def _pid_alive(pid: int) -> bool:

@@ -2,7 +2,9 @@
 
 The hub keeps one `Tail` per topic that has local subscribers. Frames are
 encoded once, when the store reports the append, and every subscriber writes
-the same bytes. Ids in the window are contiguous, so a cursor maps to a list
+the same bytes. The events themselves are kept beside their frames, for the
+readers of the other wire formats (`ssehub.formats`), which encode them their
+own way. Ids in the window are contiguous, so a cursor maps to a list
 index with a subtraction. Waiting subscribers are woken by one callback
 scheduled on the first push of a loop iteration, however many events arrive
 in it; publishing itself never touches a subscriber.
@@ -13,14 +15,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from . import sse
 from .events import Event
+from .formats.native import encode_event
 
-__all__ = ["Tail", "encode_event"]
-
-
-def encode_event(event: Event) -> bytes:
-    return sse.encode(event.data, event=None if event.event == "message" else event.event, id=event.id)
+__all__ = ["Tail", "encode_event", "encode_events"]
 
 
 def encode_events(events: Iterable[Event]) -> bytes:
@@ -32,11 +30,14 @@ class Tail:
         self.name = name
         self.window = window
         self._frames: list[bytes] = []
+        self._events: list[Event] = []  # _events[i] is the event of _frames[i]
         self._base = 0  # the id of _frames[0]
         self.last_id = 0  # the highest id known to exist
         self.first_id = 1  # the oldest id the store still had when the tail was loaded
         self.status = "open"
         self.deleted = False
+        self.epoch = ""  # the epoch of the log these frames come from, once known
+        self.generation = 0  # how often the log was replaced under this tail (a Redis lost its data)
         self.subscribers = 0
         self.loaded: asyncio.Future[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
@@ -57,17 +58,26 @@ class Tail:
         if events[-1].id < end:
             return  # already have them (a shared store's follower may overlap)
         if not self._frames or events[0].id > end:
-            self._frames, self._base = [], events[0].id  # empty or a gap: start the window afresh
-            fresh: Iterable[Event] = events
-        else:
-            fresh = (e for e in events if e.id >= end)
-        self._frames.extend(encode_event(e) for e in fresh)
+            self._frames, self._events, self._base = [], [], events[0].id  # empty or a gap: start afresh
+        elif events[0].id < end:
+            events = tuple(e for e in events if e.id >= end)
+        self._frames.extend(map(encode_event, events))
+        self._events.extend(events)
         self.last_id = max(self.last_id, events[-1].id)
         # Trim in steps of half a window so the cost of `del` is amortised over many pushes.
         if len(self._frames) > self.window + self.window // 2:
             drop = len(self._frames) - self.window
             del self._frames[:drop]
+            del self._events[:drop]
             self._base += drop
+        self.wake()
+
+    def restart(self, epoch: str) -> None:
+        """The store lost the log: what follows is a new log, `epoch`, from id 1."""
+        self._frames, self._base = [], 0
+        self.last_id, self.first_id, self.status = 0, 1, "open"
+        self.epoch = epoch
+        self.generation += 1
         self.wake()
 
     def after(self, cursor: int) -> tuple[bytes, int] | None:
@@ -79,6 +89,15 @@ class Tail:
             return b"".join(self._frames[index:]), self._base + len(self._frames) - 1
         if cursor >= self.last_id:
             return b"", cursor
+        return None
+
+    def events_after(self, cursor: int, limit: int) -> list[Event] | None:
+        """Up to `limit` events with id > cursor, or None if the window starts later (as `after`)."""
+        if self._events and cursor + 1 >= self._base:
+            index = cursor + 1 - self._base
+            return self._events[index : index + limit]
+        if cursor >= self.last_id:
+            return []
         return None
 
     def wake(self) -> None:

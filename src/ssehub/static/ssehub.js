@@ -32,6 +32,13 @@ export class SSEHubError extends Error {
   }
 }
 
+/** The error of a request that never got an answer (the server is down, or the network is). */
+export function unreachable(cause) {
+  const error = new SSEHubError(0, "unreachable", "Cannot reach the server. Check the connection and try again.");
+  error.cause = cause;
+  return error;
+}
+
 async function errorOf(response) {
   let code = "http_error", message = `HTTP ${response.status}`;
   try {
@@ -172,16 +179,20 @@ function memory(url, options) {
 export function subscribe(url, handlers = {}, options = {}) {
   const cursor = memory(url, options);
   const terminal = new Set(options.terminal ?? TERMINAL_EVENTS);
-  const target = absolute(url);
-  if (cursor.last !== null) target.searchParams.set("after", String(cursor.last));
-  let state = null, source = null;
+  const names = new Set([...AGENT_EVENTS, ...(options.events ?? []), ...Object.keys(handlers)]);
+  let state = null, source = null, probing = null;
 
   const setState = (next) => {
     if (next === state) return;
     state = next;
     handlers.onState?.(next);
   };
+  const stopProbing = () => {
+    probing?.abort();
+    probing = null;
+  };
   const close = () => {
+    stopProbing();
     if (source) source.close();
     setState("closed");
   };
@@ -190,21 +201,46 @@ export function subscribe(url, handlers = {}, options = {}) {
     const ev = deliver(handlers, { id: message.lastEventId, event: message.type, data: message.data }, cursor.remember);
     if (terminal.has(ev.event)) close();
   };
+  // EventSource retries by itself, but only every `retry:` milliseconds: while it does, look for the hub
+  // and, as soon as it answers, connect again at once from the last id.
+  const probe = () => {
+    if (probing) return;
+    probing = new AbortController();
+    const signal = probing.signal;
+    waitForHub(Infinity, url, signal, options, true).then(() => {
+      if (signal.aborted || state !== "reconnecting") return;
+      probing = null;
+      source.close();
+      connect();
+    });
+  };
+  const connect = () => {
+    const target = absolute(url);
+    if (cursor.last !== null) target.searchParams.set("after", String(cursor.last));
+    const es = (source = new EventSource(target.href, { withCredentials: options.withCredentials ?? false }));
+    es.addEventListener("open", () => {
+      stopProbing();
+      setState("open");
+    });
+    es.addEventListener("error", (e) => {
+      if (e instanceof MessageEvent || es !== source) return; // an `event: error` from the server, or a replaced source
+      if (es.readyState === EventSource.CLOSED) {
+        // The hub answered 204 (the topic has ended and everything was read) or an HTTP error.
+        stopProbing();
+        setState("closed");
+        return;
+      }
+      setState("reconnecting");
+      probe();
+    });
+    for (const name of names) {
+      if (name === "onEvent" || name === "onState" || name === "open") continue;
+      es.addEventListener(name, (e) => e instanceof MessageEvent && es === source && onMessage(e));
+    }
+  };
 
   setState("connecting");
-  source = new EventSource(target.href, { withCredentials: options.withCredentials ?? false });
-  source.addEventListener("open", () => setState("open"));
-  source.addEventListener("error", (e) => {
-    if (e instanceof MessageEvent) return; // an `event: error` from the server, handled as a named event
-    // CLOSED: the hub answered 204 (the topic has ended and everything was read) or an HTTP error.
-    setState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
-  });
-  const names = new Set([...AGENT_EVENTS, ...(options.events ?? []), ...Object.keys(handlers)]);
-  for (const name of names) {
-    if (name === "onEvent" || name === "onState" || name === "open") continue;
-    source.addEventListener(name, (e) => e instanceof MessageEvent && onMessage(e));
-  }
-
+  connect();
   return {
     close,
     get lastEventId() {
@@ -221,6 +257,40 @@ const sleep = (ms, signal) =>
     const timer = setTimeout(resolve, ms);
     signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
   });
+
+/** The hub's health URL for one of its URLs: whatever comes before /topics/ or /runs/ is where it is mounted. */
+export function healthUrl(url) {
+  const target = absolute(url);
+  target.pathname = target.pathname.replace(/\/(topics|runs)\/.*$/, "") + "/healthz";
+  target.search = "";
+  return target.href;
+}
+
+// Waits out a reconnection delay. With `probe` (the hub could not be reached), it ends as soon as the hub
+// answers again: a cheap health check every second, and at once when the browser is back online, so a
+// restarted server gets its clients back at once rather than after the backoff. Attempts that reached the
+// hub and failed (a 503) wait out the whole backoff.
+async function waitForHub(ms, url, signal, options, probe) {
+  if (!probe) return sleep(ms, signal);
+  const until = Date.now() + ms;
+  let online = null;
+  const back = new Promise((resolve) => {
+    online = resolve;
+    globalThis.addEventListener?.("online", resolve, { once: true });
+  });
+  try {
+    while (!signal.aborted && Date.now() < until) {
+      const step = Math.min(1000, until - Date.now());
+      if (await Promise.race([sleep(step, signal).then(() => false), back.then(() => true)])) return;
+      try {
+        const probe = await fetch(healthUrl(url), { signal, credentials: options.credentials ?? "same-origin" });
+        if (probe.ok) return;
+      } catch { /* still away */ }
+    }
+  } finally {
+    globalThis.removeEventListener?.("online", online);
+  }
+}
 
 /**
  * POSTs `body` (JSON unless a string) with Accept: text/event-stream and reads the answer as it streams.
@@ -268,16 +338,24 @@ export function stream(url, body, handlers = {}, options = {}) {
     setState("connecting");
     const headers = { Accept: "text/event-stream", ...(options.headers ?? {}) };
     if (typeof body !== "string") headers["Content-Type"] = "application/json";
-    let response = await fetch(url, {
-      method: "POST",
-      headers,
-      body: typeof body === "string" ? body : JSON.stringify(body),
-      signal,
-      credentials: options.credentials ?? "same-origin",
-    });
+    let response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers,
+        body: typeof body === "string" ? body : JSON.stringify(body),
+        signal,
+        credentials: options.credentials ?? "same-origin",
+      });
+    } catch (err) {
+      throw signal.aborted ? err : unreachable(err);
+    }
     if (!response.ok) throw await errorOf(response);
     const location = response.headers.get("Location");
-    const eventsUrl = options.eventsUrl ?? (location ? location.replace(/\/$/, "") + "/events" : null);
+    // Relative to the answer, not to the page: the hub may be on another origin (or there is no page, in Node).
+    const base = response.url || absolute(url).href;
+    const eventsUrl =
+      options.eventsUrl ?? (location ? new URL(location.replace(/\/$/, "") + "/events", base).href : null);
     const runId = response.headers.get("X-Run-Id");
     // The answer is the run's own stream, so its ids are kept under the events URL: a reload resumes there.
     const cursor = memory(eventsUrl ?? url, { ...options, after: 0 });
@@ -289,10 +367,12 @@ export function stream(url, body, handlers = {}, options = {}) {
       const ended = await read(response, cursor, retry);
       if (ended) return ended;
       if (!eventsUrl) return null;
-      // Reconnect until the hub answers; back off while it is away.
+      // Reconnect until the hub answers; back off while it fails, but come back as soon as it is up again.
+      let away = true; // the connection dropped: the hub may be restarting
       for (;;) {
         setState("reconnecting");
-        await sleep(Math.min(retry.ms * 2 ** Math.min(failures, 4), 15000), signal);
+        const delay = Math.min(retry.ms * 2 ** Math.min(failures, 4), 15000);
+        await waitForHub(delay, eventsUrl, signal, options, away);
         if (signal.aborted) throw new DOMException("aborted", "AbortError");
         try {
           response = await fetch(eventsUrl, {
@@ -302,12 +382,14 @@ export function stream(url, body, handlers = {}, options = {}) {
           });
         } catch (err) {
           if (signal.aborted) throw err;
+          away = true;
           failures += 1;
           continue;
         }
         if (response.status === 204) return null; // the run has ended and everything was read
         if (response.ok) break;
         if (response.status < 500) throw await errorOf(response);
+        away = false;
         failures += 1;
       }
       failures = 0;
@@ -328,11 +410,16 @@ export function stream(url, body, handlers = {}, options = {}) {
 /** Asks the hub to cancel a run; resolves with {id, status}. `options.base` is the hub's URL prefix. */
 export async function cancel(runId, options = {}) {
   const base = (options.base ?? "").replace(/\/$/, "");
-  const response = await fetch(`${base}/runs/${encodeURIComponent(runId)}/cancel`, {
-    method: "POST",
-    headers: { Accept: "application/json", ...(options.headers ?? {}) },
-    credentials: options.credentials ?? "same-origin",
-  });
+  let response;
+  try {
+    response = await fetch(`${base}/runs/${encodeURIComponent(runId)}/cancel`, {
+      method: "POST",
+      headers: { Accept: "application/json", ...(options.headers ?? {}) },
+      credentials: options.credentials ?? "same-origin",
+    });
+  } catch (err) {
+    throw unreachable(err);
+  }
   if (!response.ok) throw await errorOf(response);
   return response.json();
 }

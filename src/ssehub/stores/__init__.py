@@ -1,8 +1,11 @@
 """Stores keep the topic logs. `open_store(url)` picks one by the URL's scheme:
 
 - `memory://`                 in-process, for tests and throwaway use
-- `sqlite:///relative.db`, `sqlite:////absolute/path.db`   embedded and durable
-- `redis://host:port/db`      shared by many processes and nodes (`pip install ssehub[redis]`)
+- `sqlite:///relative.db`     embedded and durable; three slashes and a relative path (to the
+  `sqlite:////abs/path.db`    working directory), four slashes for an absolute one (the SQLAlchemy
+  `sqlite:/abs/path.db`       convention); one slash is an absolute path too, as a URI without host
+- `redis://[user:password@]host:port/db`, `rediss://...` (TLS), `unix:///path.sock`, with `?cluster=yes`
+  for a Redis Cluster: shared by many processes and nodes (`pip install ssehub[redis]`)
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..exceptions import InvalidInput
-from .base import Appended, Change, Created, Page, Producer, Store, StreamState
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, payload_fingerprint
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
@@ -25,11 +28,14 @@ __all__ = [
     "Store",
     "StreamState",
     "open_store",
+    "payload_fingerprint",
 ]
 
 
 def open_store(url: str, **options: Any) -> Store:
     """A store for `url`; `options` are the retention settings (max_events, ttl, key_ttl)."""
+    if url.startswith("sqlite:/") and not url.startswith("sqlite://"):
+        return SQLiteStore(url[len("sqlite:") :], **options)  # sqlite:/abs/path.db: a URI with no host
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise InvalidInput(f"store URL {url!r} has no scheme: use memory://, sqlite:///path.db or redis://host:port/db")

@@ -5,10 +5,17 @@ and tells its listener (the hub) about every change *in id order*, so the hub
 can keep an in-memory tail of encoded frames without ever re-reading the log
 for live delivery. A store that several processes share (`shared = True`)
 only reports the changes of topics it was asked to `follow`.
+
+Each log has an epoch, a random id created with it. A shared store that finds
+the log it was following gone (a Redis restarted without persistence, or
+flushed) reports a `Change` with `reset=True`: the ids that follow start again
+at 1, in the new log, so no subscriber mistakes them for the old log's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -17,17 +24,36 @@ from typing import Any, Literal
 
 from ..events import Event, NewEvent, TopicInfo
 
-__all__ = ["Appended", "Change", "Created", "Listener", "Page", "Producer", "Store", "StreamState", "check_producer"]
+__all__ = [
+    "Appended",
+    "Change",
+    "Created",
+    "Listener",
+    "Page",
+    "Producer",
+    "Store",
+    "StreamState",
+    "check_producer",
+    "new_epoch",
+    "payload_fingerprint",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """Something happened to a topic: events appended, the topic closed, or deleted."""
+    """Something happened to a topic: events appended, the topic closed, deleted, or its log replaced.
+
+    `epoch` is the epoch of the log the change belongs to, when the store knows it. With `reset`, the
+    log this process followed is gone: what follows belongs to the log `epoch` ("" while there is
+    none yet), whose ids start again at 1.
+    """
 
     topic: str
     events: tuple[Event, ...] = ()
     status: str | None = None
     deleted: bool = False
+    epoch: str | None = None
+    reset: bool = False
 
 
 Listener = Callable[[Change], None]
@@ -41,6 +67,23 @@ class Page:
     first_id: int
     last_id: int
     status: str
+    epoch: str = ""
+
+
+def new_epoch() -> str:
+    """A random id for a new log."""
+    return secrets.token_hex(8)
+
+
+def payload_fingerprint(events: Sequence[NewEvent], close: str | None = None) -> str:
+    """A digest of what an append writes, kept with its idempotency key to tell a retry from a reuse."""
+    digest = hashlib.sha256()
+    for e in events:
+        for part in (e.event, e.data):
+            raw = part.encode("utf-8", "surrogatepass")
+            digest.update(len(raw).to_bytes(8, "big") + raw)
+    digest.update(b"close:" + (close or "").encode())
+    return digest.hexdigest()[:32]
 
 
 class Store(ABC):
@@ -82,8 +125,11 @@ class Store(ABC):
     async def aclose(self) -> None:
         """Release every resource. The store is not used afterwards."""
 
-    async def follow(self, topic: str, after: int) -> None:
-        """Report changes of `topic` after id `after` to the listeners (shared stores only)."""
+    async def follow(self, topic: str, after: int, epoch: str | None = None) -> None:
+        """Report changes of `topic` after id `after` of its log `epoch` (None: no log yet) to the listeners.
+
+        Shared stores only; a store that finds another log than `epoch` there reports a reset.
+        """
 
     async def unfollow(self, topic: str) -> None:
         """Stop reporting changes of `topic` (shared stores only)."""
@@ -96,12 +142,16 @@ class Store(ABC):
         *,
         idempotency_key: str | None = None,
         close: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]:
         """Append `events` atomically and return their ids; create the topic if needed.
 
         With an `idempotency_key` seen before on this topic, return the ids of
-        that earlier append and write nothing. With `close`, close the topic
-        with that status in the same step. Raises TopicClosed on a closed topic.
+        that earlier append and write nothing. The key keeps the `fingerprint`
+        of its payload (see `payload_fingerprint()`); a later append with that key and
+        another fingerprint raises IdempotencyConflict, in the same atomic step.
+        With `close`, close the topic with that status in the same step. Raises
+        TopicClosed on a closed topic.
         """
 
     @abstractmethod

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..events import Event, NewEvent, TopicInfo
-from ..exceptions import TopicClosed, TopicNotFound
-from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer
+from ..exceptions import IdempotencyConflict, TopicClosed, TopicNotFound
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch
 
 __all__ = ["MemoryStore"]
 
@@ -17,7 +17,7 @@ __all__ = ["MemoryStore"]
 class _Topic:
     info: TopicInfo
     events: list[Event] = field(default_factory=list)
-    keys: dict[str, tuple[list[int], float]] = field(default_factory=dict)
+    keys: dict[str, tuple[list[int], float, str | None]] = field(default_factory=dict)  # ids, time, fingerprint
     durable: _Durable = field(default_factory=lambda: _Durable())
 
 
@@ -51,13 +51,15 @@ class MemoryStore(Store):
         *,
         idempotency_key: str | None = None,
         close: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]:
         now = self.now()
-        t = self._topics.get(topic)
-        if t is None:
-            t = self._topics[topic] = _Topic(TopicInfo(topic, created=now, updated=now))
+        t = self._topic(topic, now)
         if idempotency_key is not None and idempotency_key in t.keys:
-            return list(t.keys[idempotency_key][0])
+            ids, _, known = t.keys[idempotency_key]
+            if known and fingerprint and known != fingerprint:
+                raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used with another payload")
+            return list(ids)
         if t.info.closed:
             raise TopicClosed(f"topic {topic!r} is {t.info.status}")
         first = t.info.last_id + 1
@@ -72,16 +74,22 @@ class MemoryStore(Store):
         if close is not None:
             t.info = replace(t.info, status=close, closed_at=now)
         if idempotency_key is not None:
-            t.keys[idempotency_key] = (ids, now)
-        self._notify(Change(topic, stored, close))
+            t.keys[idempotency_key] = (ids, now, fingerprint)
+        self._notify(Change(topic, stored, close, epoch=t.info.epoch))
         return ids
+
+    def _topic(self, topic: str, now: float) -> _Topic:
+        t = self._topics.get(topic)
+        if t is None:
+            t = self._topics[topic] = _Topic(TopicInfo(topic, created=now, updated=now, epoch=new_epoch()))
+        return t
 
     async def read(self, topic: str, after: int, limit: int) -> Page | None:
         t = self._topics.get(topic)
         if t is None:
             return None
         start = max(0, after + 1 - t.info.first_id)
-        return Page(t.events[start : start + limit], t.info.first_id, t.info.last_id, t.info.status)
+        return Page(t.events[start : start + limit], t.info.first_id, t.info.last_id, t.info.status, t.info.epoch)
 
     async def info(self, topic: str) -> TopicInfo | None:
         t = self._topics.get(topic)
@@ -93,7 +101,7 @@ class MemoryStore(Store):
             raise TopicNotFound(f"no topic {topic!r}")
         if not t.info.closed:
             t.info = replace(t.info, status=status, closed_at=self.now())
-            self._notify(Change(topic, (), status))
+            self._notify(Change(topic, (), status, epoch=t.info.epoch))
         return t.info
 
     async def delete_topic(self, topic: str) -> bool:
@@ -107,10 +115,7 @@ class MemoryStore(Store):
         return [self._topics[n].info for n in names[:limit]]
 
     async def update_meta(self, topic: str, meta: dict[str, Any]) -> TopicInfo:
-        now = self.now()
-        t = self._topics.get(topic)
-        if t is None:
-            t = self._topics[topic] = _Topic(TopicInfo(topic, created=now, updated=now))
+        t = self._topic(topic, self.now())
         merged = {**t.info.meta, **meta}
         t.info = replace(t.info, meta={k: v for k, v in merged.items() if v is not None})
         return t.info
@@ -129,7 +134,7 @@ class MemoryStore(Store):
             self._drop(name)
         gone += expired
         for t in self._topics.values():
-            expired = [k for k, (_, at) in t.keys.items() if at + self.key_ttl <= now]
+            expired = [k for k, (_, at, _) in t.keys.items() if at + self.key_ttl <= now]
             for k in expired:
                 del t.keys[k]
         return len(gone)
@@ -190,7 +195,9 @@ class MemoryStore(Store):
                 return Created("gone", self._state(old))
             released = old.durable.source
             self._drop(topic)
-        info = TopicInfo(topic, last_id=base, first_id=base + 1, created=now, updated=now, meta=dict(meta))
+        info = TopicInfo(
+            topic, last_id=base, first_id=base + 1, created=now, updated=now, meta=dict(meta), epoch=new_epoch()
+        )
         t = self._topics[topic] = _Topic(info, durable=_Durable(deadline=deadline, source=forked_from))
         stored = tuple(Event(base + 1 + i, e.event, e.data, now) for i, e in enumerate(events))
         t.events.extend(stored)
@@ -198,7 +205,7 @@ class MemoryStore(Store):
         if closed:
             t.info = replace(t.info, status="completed", closed_at=now)
         if stored or closed:
-            self._notify(Change(topic, stored, "completed" if closed else None))
+            self._notify(Change(topic, stored, "completed" if closed else None, epoch=info.epoch))
         return Created("created", self._state(t), tuple(e.id for e in stored), released)
 
     async def append_stream(

@@ -1,105 +1,173 @@
 """`redis://host:port/db`: topic logs in Redis Streams, shared by many processes and nodes.
 
-Keys (all under a prefix, `ssehub:` unless the URL says `?prefix=...`):
+Keys (all under a prefix, `ssehub:` unless the URL says `?prefix=...`). Every key of
+a topic carries the hash tag `{g}` of the topic's slot group, one of 16: on a Redis
+Cluster a group lives in one hash slot, so each script touches one slot and a
+process follows a whole group with one blocking XREAD. Each group's tag is chosen
+so that its slot lies in its own sixteenth of the slot space: the groups spread
+evenly over the masters of a cluster.
 
-    {p}topic:{name}   hash    last_id, first_id, status, created, updated, closed_at, gen
-    {p}meta:{name}    hash    metadata: field -> its JSON text
-    {p}log:{name}     stream  event N is entry `N-0`; a close adds `last-1`; a delete leaves `last-2`
-    {p}topics         zset    every topic name, score 0, so names page in lexical order
-    {p}gen            counter a new number for every topic created, so idempotency keys die with their topic
-    {p}key:{gen}:{k}  string  an idempotency key's ids, expiring after key_ttl
+    {p}{g}:topic:{name}      hash    last_id, first_id, status, created, updated, closed_at, epoch
+    {p}{g}:meta:{name}       hash    metadata: field -> its JSON text
+    {p}{g}:log:{name}        stream  event N is entry `N-0` (name, data, time and the log's epoch);
+                                     a close adds `last-1`; a delete leaves `last-2`
+    {p}{g}:topics            zset    the group's topic names, score 0, so names page in lexical order
+    {p}{g}:key:{epoch}:{k}   string  an idempotency key's ids and payload fingerprint, expiring after
+                                     key_ttl; under the epoch, so keys die with their log
+    {p}{g}:wake:{uuid}       stream  one per process (per group on a cluster), to wake its reader
 
 One Lua script per write makes the idempotency check, the closed check, id
 assignment, the append and the trim one atomic step: a publish either fully
 happens or not at all, whatever the network does afterwards.
 
-Fan-out: each process runs one reader task that blocks in a single `XREAD` on
-the logs of every topic it follows (those with local subscribers) and reports
-their entries to the hub in stream order, so events, the close marker and the
-delete marker arrive in id order, without gaps or repeats. A topic nobody
-follows here costs nothing; a topic followed by 1,000 local subscribers costs
-the same as one followed by one. `follow` wakes the blocked reader by adding
-to a small per-process wake stream, so the set of streams can change without
-dropping the connection. A process's own appends are reported at once when the
-reader is up to date (the reader then skips them), saving local subscribers the
-round trip.
+Fan-out: each process runs one reader task (on a cluster, one per slot group
+with followed topics) that blocks in a single `XREAD` on the logs of every topic
+it follows (those with local subscribers) and reports their entries to the hub
+in stream order, so events, the close marker and the delete marker arrive in id
+order, without gaps or repeats. A topic nobody follows here costs nothing; a
+topic followed by 1,000 local subscribers costs the same as one followed by one.
+`follow` wakes the blocked reader by adding to its wake stream (once for any
+number of follows while the reader has not yet re-read its set), so the set of
+streams can change without dropping the connection. A process's own appends
+are reported at once when the reader is up to date (the reader then skips
+them), saving local subscribers the round trip.
 
-Redis going away: every call raises `StoreUnavailable` (a 503); the reader
-retries with backoff and continues from the last entry it saw.
+Epochs: every log gets a random epoch when it is created, and every entry
+carries it (all entries have the same fields, so Redis stores their names once).
+A Redis that restarts without persistence, or is flushed, loses the logs; the
+next append starts a new one from id 1. An entry, an append, a read or an info
+that shows another epoch than the followed log's is reported as a reset, and the
+reader follows the new log from its start; the reader also compares the epochs
+of its logs whenever it reconnects and every `block` seconds (a lost log nobody
+has written to since). So live subscribers learn it (`event: reset`) instead of
+silently missing ids.
+
+Redis going away: a call whose command provably never reached Redis (no
+connection, a dead pooled connection, Redis loading) is retried for up to a
+second (up to 15 s while connections time out rather than being refused: slow,
+not gone); any other failure raises `StoreUnavailable` (a 503) at once, since a
+write whose reply was lost must not be repeated. Commands wait (up to 15 s) for
+one of `max_connections` connections, so a burst of subscribers queues instead
+of failing. The reader retries with backoff and continues from the last entry
+it saw.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
-from typing import Any, Literal, cast
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisError,
+    TryAgainError,
+)
 
 from ..events import Event, NewEvent, TopicInfo
-from ..exceptions import InvalidInput, StoreUnavailable, TopicClosed, TopicNotFound
-from .base import Appended, Change, Created, Page, Producer, Store, StreamState
+from ..exceptions import IdempotencyConflict, InvalidInput, StoreUnavailable, TopicClosed, TopicNotFound
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, new_epoch
+from .redis_client import NotSent, SlowConnect, open_client
 
-__all__ = ["RedisStore"]
+__all__ = ["GROUPS", "RedisStore"]
 
 log = logging.getLogger("ssehub.redis")
 
-# Creates the topic when it does not exist yet. Needs KEYS[1] topic hash, KEYS[2] log,
-# KEYS[3] the topics zset, KEYS[4] the gen counter, KEYS[5] metadata, ARGV[1] name, ARGV[2] now.
+T = TypeVar("T")
+
+#: Slot groups: on a Redis Cluster, up to this many masters share the topics.
+GROUPS = 16
+
+# Refused before anything ran: retrying them cannot write twice.
+_REFUSED = (NotSent, BusyLoadingError, MaxConnectionsError, TryAgainError, ClusterDownError)
+
+
+def _group_tags() -> list[str]:
+    """For each group, a hash tag whose slot lies in the group's sixteenth of the 16,384 slots."""
+    width = 16384 // GROUPS
+    tags = []
+    for group in range(GROUPS):
+        n = 0
+        while key_slot(f"{group}.{n}".encode()) // width != group:
+            n += 1
+        tags.append(f"{{{group}.{n}}}")
+    return tags
+
+
+_TAGS = _group_tags()
+
+
+def group_of(topic: str) -> int:
+    return key_slot(topic.encode()) % GROUPS
+
+
+# Reads the topic (t: epoch, status, last_id, first_id) and creates it when it does not exist yet.
+# Needs KEYS[1] topic hash, KEYS[2] log, KEYS[3] the group's topic index, KEYS[4] metadata; ARGV[1] name,
+# ARGV[2] now, ARGV[3] the epoch of a new log.
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  local gen = redis.call('INCR', KEYS[4])
+local t = redis.call('HMGET', KEYS[1], 'epoch', 'status', 'last_id', 'first_id')
+if not t[1] then
   -- A delete leaves a marker in the log for other nodes' readers; a new topic starts a new log.
-  redis.call('DEL', KEYS[2], KEYS[5])
+  redis.call('DEL', KEYS[2], KEYS[4])
   redis.call('HSET', KEYS[1], 'last_id', 0, 'first_id', 1, 'status', 'open',
-             'created', ARGV[2], 'updated', ARGV[2], 'gen', gen)
+             'created', ARGV[2], 'updated', ARGV[2], 'epoch', ARGV[3])
   redis.call('ZADD', KEYS[3], 0, ARGV[1])
+  t = {ARGV[3], 'open', '0', '1'}
 end
+local epoch = t[1]
 """
 
-# KEYS: topic, log, topics, gen, meta. ARGV: name, now, max_events, key_ttl_ms, idempotency key or '',
-# close status or '', ttl_ms, key prefix, then event name and data pairs.
-# Everything that can refuse the append is checked before the first write of the events.
+# KEYS: topic, log, index, meta. ARGV: name, now, new epoch, max_events, key_ttl_ms, idempotency key or '',
+# close status or '', ttl_ms, the group's key prefix, payload fingerprint or '', then event name and data
+# pairs. Everything that can refuse the append is checked before the first write of the events.
+# Returns {outcome, 'first:count', epoch}.
 _APPEND = (
     _CREATE
     + """
 local ikey = nil
-if ARGV[5] ~= '' then
-  ikey = ARGV[8] .. redis.call('HGET', KEYS[1], 'gen') .. ':' .. ARGV[5]
+if ARGV[6] ~= '' then
+  ikey = ARGV[9] .. epoch .. ':' .. ARGV[6]
   local prior = redis.call('GET', ikey)
-  if prior then return {'dup', prior} end
+  if prior then
+    local first, count, print = string.match(prior, '^(%d+):(%d+):?(.*)$')
+    if print ~= '' and ARGV[10] ~= '' and print ~= ARGV[10] then return {'conflict', '', epoch} end
+    return {'dup', first .. ':' .. count, epoch}
+  end
 end
-local status = redis.call('HGET', KEYS[1], 'status')
-if status ~= 'open' then return {'closed', status} end
-local last = tonumber(redis.call('HGET', KEYS[1], 'last_id'))
-local first_id = tonumber(redis.call('HGET', KEYS[1], 'first_id'))
-local n = (#ARGV - 8) / 2
+if t[2] ~= 'open' then return {'closed', t[2], epoch} end
+local last = tonumber(t[3])
+local first_id = tonumber(t[4])
+local n = (#ARGV - 10) / 2
 for i = 1, n do
-  redis.call('XADD', KEYS[2], (last + i) .. '-0', 'e', ARGV[7 + 2 * i], 'd', ARGV[8 + 2 * i], 't', ARGV[2])
+  redis.call('XADD', KEYS[2], (last + i) .. '-0', 'e', ARGV[9 + 2 * i], 'd', ARGV[10 + 2 * i], 't', ARGV[2], 'p', epoch)
 end
 local first = last + 1
 last = last + n
-local max_events = tonumber(ARGV[3])
+local max_events = tonumber(ARGV[4])
 if last - first_id + 1 > max_events then
   first_id = last - max_events + 1
   redis.call('XTRIM', KEYS[2], 'MINID', first_id .. '-0')
 end
 redis.call('HSET', KEYS[1], 'last_id', last, 'first_id', first_id, 'updated', ARGV[2])
-if ARGV[6] ~= '' then
-  redis.call('HSET', KEYS[1], 'status', ARGV[6], 'closed_at', ARGV[2])
-  redis.call('XADD', KEYS[2], last .. '-1', 'x', ARGV[6])
-  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[5]}) do redis.call('PEXPIRE', key, ARGV[7]) end
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[7], 'closed_at', ARGV[2])
+  redis.call('XADD', KEYS[2], last .. '-1', 'x', ARGV[7])
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4]}) do redis.call('PEXPIRE', key, ARGV[8]) end
 end
-if ikey then redis.call('SET', ikey, first .. ':' .. n, 'PX', ARGV[4]) end
-return {'ok', first .. ':' .. n}
+if ikey then redis.call('SET', ikey, first .. ':' .. n .. ':' .. ARGV[10], 'PX', ARGV[5]) end
+return {'ok', first .. ':' .. n, epoch}
 """
 )
 
@@ -113,7 +181,7 @@ for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[3]) end
 return 2
 """
 
-# KEYS: topic, log, meta, topics. ARGV: name, marker_ttl_ms. Returns 0 when there is no such topic.
+# KEYS: topic, log, meta, index. ARGV: name, marker_ttl_ms. Returns 0 when there is no such topic.
 _DELETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local last = redis.call('HGET', KEYS[1], 'last_id')
@@ -125,41 +193,57 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
-# KEYS: topic, log, topics, gen, meta. ARGV: name, now, then field and JSON text pairs ('' removes the field).
+# KEYS: topic, log, index, meta. ARGV: name, now, new epoch, then field and JSON text pairs ('' removes the field).
 _META = (
     _CREATE
     + """
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if ARGV[i + 1] == '' then
-    redis.call('HDEL', KEYS[5], ARGV[i])
+    redis.call('HDEL', KEYS[4], ARGV[i])
   else
-    redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1])
+    redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   end
 end
 local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[5], ttl) end
+if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
 return 1
 """
 )
 
-# KEYS: topics. ARGV: key prefix of topic hashes, then names. Drops the names whose topic expired.
+# KEYS: the group's index, then the topic hashes of ARGV's names. Drops the names whose topic expired.
 _FORGET = """
 local gone = 0
-for i = 2, #ARGV do
-  if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 0 then
+for i = 1, #ARGV do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
     gone = gone + redis.call('ZREM', KEYS[1], ARGV[i])
   end
 end
 return gone
 """
 
+# KEYS: n topic hashes, then their n logs. For each: its epoch; '' when the topic and its log are gone;
+# '?' when only the log is left (a delete marker the reader has still to report).
+_EPOCHS = """
+local n = #KEYS / 2
+local out = {}
+for i = 1, n do
+  local epoch = redis.call('HGET', KEYS[i], 'epoch')
+  if not epoch then
+    if redis.call('EXISTS', KEYS[n + i]) == 1 then epoch = '?' else epoch = '' end
+  end
+  out[i] = epoch
+end
+return out
+"""
+
 
 # -- Durable Streams (see Store.create_stream) ------------------------------------------------------------
-# Every script takes the stream's own keys only -- KEYS: topic hash, log, metadata, durable hash -- so on a
-# Redis Cluster they live in one hash slot. A fork and its source are different topics: a fork's creation
-# is one script on the source (the pin) and one on the fork, and a delete cascades one script per topic.
+# Every script takes the stream's own keys only -- KEYS: topic hash, log, its group's topic index, metadata,
+# durable hash, all with the topic's hash tag -- so on a Redis Cluster they live in one hash slot. A fork
+# and its source are different topics: a fork's creation is one script on the source (the pin) and one on
+# the fork, and a delete cascades one script per topic.
 #
-#   {p}durable:{name}  hash  gen (the topic incarnation it belongs to; a stale hash is wiped),
+#   {p}{tag}:durable:{name}  hash  gen (the epoch of the topic it belongs to; a stale hash is wiped),
 #                            deadline (ms), deleted, seq (last Stream-Seq), source, forks (pin count),
 #                            f:{fork} (a pin), p:{producer} ("epoch:seq")
 #
@@ -168,24 +252,24 @@ return gone
 _DURABLE_LIB = """
 local now_ms = tonumber(ARGV[1])
 local function current()
-  local gen = redis.call('HGET', KEYS[1], 'gen')
+  local gen = redis.call('HGET', KEYS[1], 'epoch')
   if not gen then return false end
-  if redis.call('HGET', KEYS[4], 'gen') ~= gen then
-    redis.call('DEL', KEYS[4])
-    redis.call('HSET', KEYS[4], 'gen', gen)
+  if redis.call('HGET', KEYS[5], 'gen') ~= gen then
+    redis.call('DEL', KEYS[5])
+    redis.call('HSET', KEYS[5], 'gen', gen)
   end
   return true
 end
-local function forks() return tonumber(redis.call('HGET', KEYS[4], 'forks') or '0') end
+local function forks() return tonumber(redis.call('HGET', KEYS[5], 'forks') or '0') end
 local function expired()
-  local deadline = redis.call('HGET', KEYS[4], 'deadline')
+  local deadline = redis.call('HGET', KEYS[5], 'deadline')
   return deadline ~= false and tonumber(deadline) <= now_ms
 end
-local function deleted() return redis.call('HGET', KEYS[4], 'deleted') == '1' end
+local function deleted() return redis.call('HGET', KEYS[5], 'deleted') == '1' end
 local function arm(close_ttl_ms)
   local at = nil
   if forks() == 0 then
-    local deadline = redis.call('HGET', KEYS[4], 'deadline')
+    local deadline = redis.call('HGET', KEYS[5], 'deadline')
     if deadline then at = tonumber(deadline) end
     local closed_at = redis.call('HGET', KEYS[1], 'closed_at')
     if closed_at then
@@ -193,14 +277,15 @@ local function arm(close_ttl_ms)
       if at == nil or c < at then at = c end
     end
   end
-  for i = 1, 4 do
-    if at then redis.call('PEXPIREAT', KEYS[i], math.max(at, now_ms + 1)) else redis.call('PERSIST', KEYS[i]) end
+  for _, key in ipairs({KEYS[1], KEYS[2], KEYS[4], KEYS[5]}) do
+    if at then redis.call('PEXPIREAT', key, math.max(at, now_ms + 1)) else redis.call('PERSIST', key) end
   end
 end
-local function drop(marker_ttl_ms)
+local function drop(marker_ttl_ms, name)
   local last = redis.call('HGET', KEYS[1], 'last_id')
-  local source = redis.call('HGET', KEYS[4], 'source') or ''
-  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4])
+  local source = redis.call('HGET', KEYS[5], 'source') or ''
+  redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
+  redis.call('ZREM', KEYS[3], name)
   -- The marker tells other nodes' readers, as a delete through ssehub's own interface does.
   redis.call('XADD', KEYS[2], last .. '-2', 'x', 'deleted')
   redis.call('PEXPIRE', KEYS[2], marker_ttl_ms)
@@ -209,45 +294,47 @@ end
 """
 
 _DURABLE_SCRIPTS = {
-    # ARGV: now_ms, now, closed, deadline_ms, base, gen, source, close_ttl_ms, number of metadata fields,
-    # then metadata field and JSON pairs, then event name and data pairs.
+    # ARGV: now_ms, now, closed, deadline_ms, base, epoch, source, close_ttl_ms, name, number of metadata
+    # fields, then metadata field and JSON pairs, then event name and data pairs. Returns {outcome, the source
+    # to unpin or '', count, epoch}.
     "create": _DURABLE_LIB
     + """
 local released = ''
 if redis.call('EXISTS', KEYS[1]) == 1 then
   current()
-  if not deleted() and not expired() then return {'exists'} end
+  if not deleted() and not expired() then return {'exists', '', 0, ''} end
   if deleted() or forks() > 0 then
-    redis.call('HSET', KEYS[4], 'deleted', '1')
-    return {'gone'}
+    redis.call('HSET', KEYS[5], 'deleted', '1')
+    return {'gone', '', 0, ''}
   end
-  released = redis.call('HGET', KEYS[4], 'source') or ''
+  released = redis.call('HGET', KEYS[5], 'source') or ''
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])
 local base = tonumber(ARGV[5])
-local nmeta = tonumber(ARGV[9])
-local first_event = 10 + 2 * nmeta
+local nmeta = tonumber(ARGV[10])
+local first_event = 11 + 2 * nmeta
 local n = (#ARGV - first_event + 1) / 2
 redis.call('HSET', KEYS[1], 'last_id', base + n, 'first_id', base + 1, 'status', 'open',
-           'created', ARGV[2], 'updated', ARGV[2], 'gen', ARGV[6])
-for i = 0, nmeta - 1 do redis.call('HSET', KEYS[3], ARGV[10 + 2 * i], ARGV[11 + 2 * i]) end
+           'created', ARGV[2], 'updated', ARGV[2], 'epoch', ARGV[6])
+redis.call('ZADD', KEYS[3], 0, ARGV[9])
+for i = 0, nmeta - 1 do redis.call('HSET', KEYS[4], ARGV[11 + 2 * i], ARGV[12 + 2 * i]) end
 for i = 0, n - 1 do
   redis.call('XADD', KEYS[2], (base + 1 + i) .. '-0', 'e', ARGV[first_event + 2 * i],
-             'd', ARGV[first_event + 2 * i + 1], 't', ARGV[2])
+             'd', ARGV[first_event + 2 * i + 1], 't', ARGV[2], 'p', ARGV[6])
 end
 if ARGV[3] == '1' then
   redis.call('HSET', KEYS[1], 'status', 'completed', 'closed_at', ARGV[2])
   redis.call('XADD', KEYS[2], (base + n) .. '-1', 'x', 'completed')
 end
-redis.call('HSET', KEYS[4], 'gen', ARGV[6])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'deadline', ARGV[4]) end
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[4], 'source', ARGV[7]) end
+redis.call('HSET', KEYS[5], 'gen', ARGV[6])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[5], 'deadline', ARGV[4]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], 'source', ARGV[7]) end
 arm(tonumber(ARGV[8]))
-return {'created', released, n}
+return {'created', released, n, ARGV[6]}
 """,
     # ARGV: now_ms, now, Stream-Seq or '', producer id or '', epoch, seq, close, renew deadline_ms or '',
     # max_events, close_ttl_ms, then event name and data pairs.
-    # Returns {outcome, last_id, closed, first new id, count, epoch, seq}.
+    # Returns {outcome, last_id, closed, first new id, count, epoch, seq, the log's epoch}.
     "append": _DURABLE_LIB
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', 0, 0, 0, 0, '', ''} end
@@ -258,7 +345,7 @@ local closed_n = closed and 1 or 0
 if deleted() then return {'gone', last, closed_n, 0, 0, '', ''} end
 if expired() then
   if forks() > 0 then
-    redis.call('HSET', KEYS[4], 'deleted', '1')
+    redis.call('HSET', KEYS[5], 'deleted', '1')
     return {'gone', last, closed_n, 0, 0, '', ''}
   end
   return {'not_found', 0, 0, 0, 0, '', ''}
@@ -266,7 +353,7 @@ end
 local epoch, pseq = '', ''
 if ARGV[4] ~= '' then
   local claim_epoch, claim_seq = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local stored = redis.call('HGET', KEYS[4], 'p:' .. ARGV[4])
+  local stored = redis.call('HGET', KEYS[5], 'p:' .. ARGV[4])
   local verdict
   if not stored then
     if claim_seq == 0 then verdict, epoch, pseq = 'accept', claim_epoch, 0
@@ -289,7 +376,7 @@ end
 if closed then return {'closed', last, 1, 0, 0, '', ''} end
 if ARGV[3] ~= '' then
   -- Byte-wise: Lua's own string order follows the server's locale.
-  local prior = redis.call('HGET', KEYS[4], 'seq')
+  local prior = redis.call('HGET', KEYS[5], 'seq')
   if prior then
     local a, b = ARGV[3], prior
     local cmp = 0
@@ -300,11 +387,12 @@ if ARGV[3] ~= '' then
     if cmp == 0 then cmp = (#a < #b) and -1 or ((#a > #b) and 1 or 0) end
     if cmp <= 0 then return {'seq_conflict', last, 0, 0, 0, '', ''} end
   end
-  redis.call('HSET', KEYS[4], 'seq', ARGV[3])
+  redis.call('HSET', KEYS[5], 'seq', ARGV[3])
 end
 local n = (#ARGV - 10) / 2
 for i = 1, n do
-  redis.call('XADD', KEYS[2], (last + i) .. '-0', 'e', ARGV[9 + 2 * i], 'd', ARGV[10 + 2 * i], 't', ARGV[2])
+  redis.call('XADD', KEYS[2], (last + i) .. '-0', 'e', ARGV[9 + 2 * i], 'd', ARGV[10 + 2 * i], 't', ARGV[2],
+             'p', redis.call('HGET', KEYS[1], 'epoch'))
 end
 local first = last + 1
 last = last + n
@@ -320,10 +408,10 @@ if ARGV[7] == '1' then
   redis.call('XADD', KEYS[2], last .. '-1', 'x', 'completed')
   closed_n = 1
 end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'p:' .. ARGV[4], epoch .. ':' .. pseq) end
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[4], 'deadline', ARGV[8]) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[5], 'p:' .. ARGV[4], epoch .. ':' .. pseq) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[5], 'deadline', ARGV[8]) end
 arm(tonumber(ARGV[10]))
-return {'ok', last, closed_n, first, n, epoch, pseq}
+return {'ok', last, closed_n, first, n, epoch, pseq, redis.call('HGET', KEYS[1], 'epoch')}
 """,
     # ARGV: now_ms, deadline_ms, close_ttl_ms.
     "touch": _DURABLE_LIB
@@ -331,22 +419,22 @@ return {'ok', last, closed_n, first, n, epoch, pseq}
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 current()
 if deleted() or expired() then return 0 end
-redis.call('HSET', KEYS[4], 'deadline', ARGV[2])
+redis.call('HSET', KEYS[5], 'deadline', ARGV[2])
 arm(tonumber(ARGV[3]))
 return 1
 """,
-    # ARGV: now_ms, marker_ttl_ms. Returns {outcome, the source to unpin or ''}.
+    # ARGV: now_ms, marker_ttl_ms, name. Returns {outcome, the source to unpin or ''}.
     "delete": _DURABLE_LIB
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'not_found', ''} end
 current()
 if deleted() then return {'gone', ''} end
 if forks() > 0 then
-  redis.call('HSET', KEYS[4], 'deleted', '1')
+  redis.call('HSET', KEYS[5], 'deleted', '1')
   return {expired() and 'not_found' or 'soft', ''}
 end
 local outcome = expired() and 'not_found' or 'deleted'
-return {outcome, drop(tonumber(ARGV[2]))}
+return {outcome, drop(tonumber(ARGV[2]), ARGV[3])}
 """,
     # ARGV: now_ms, fork, close_ttl_ms. Returns 'none', 'gone' or 'ok'.
     "pin": _DURABLE_LIB
@@ -356,20 +444,21 @@ current()
 if deleted() then return 'gone' end
 if expired() then
   if forks() == 0 then return 'none' end
-  redis.call('HSET', KEYS[4], 'deleted', '1')
+  redis.call('HSET', KEYS[5], 'deleted', '1')
   return 'gone'
 end
-if redis.call('HSETNX', KEYS[4], 'f:' .. ARGV[2], '1') == 1 then redis.call('HINCRBY', KEYS[4], 'forks', 1) end
+if redis.call('HSETNX', KEYS[5], 'f:' .. ARGV[2], '1') == 1 then redis.call('HINCRBY', KEYS[5], 'forks', 1) end
 arm(tonumber(ARGV[3]))
 return 'ok'
 """,
-    # ARGV: now_ms, fork, close_ttl_ms, marker_ttl_ms. Returns {1 if this one went, the next source to unpin}.
+    # ARGV: now_ms, fork, close_ttl_ms, marker_ttl_ms, name. Returns {1 if this one went, the next source to
+    # unpin}.
     "unpin": _DURABLE_LIB
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
 current()
-if redis.call('HDEL', KEYS[4], 'f:' .. ARGV[2]) == 1 then redis.call('HINCRBY', KEYS[4], 'forks', -1) end
-if forks() == 0 and (deleted() or expired()) then return {1, drop(tonumber(ARGV[4]))} end
+if redis.call('HDEL', KEYS[5], 'f:' .. ARGV[2]) == 1 then redis.call('HINCRBY', KEYS[5], 'forks', -1) end
+if forks() == 0 and (deleted() or expired()) then return {1, drop(tonumber(ARGV[4]), ARGV[5])} end
 arm(tonumber(ARGV[3]))
 return {0, ''}
 """,
@@ -385,6 +474,37 @@ def _position(entry_id: str) -> tuple[int, int]:
     return int(number), int(kind)
 
 
+def _truthy(value: str) -> bool:
+    if value.lower() in ("1", "yes", "true", "on"):
+        return True
+    if value.lower() in ("", "0", "no", "false", "off"):
+        return False
+    raise InvalidInput(f"?cluster= takes yes or no, not {value[:20]!r}")
+
+
+@dataclass(eq=False)
+class _Follow:
+    """A followed topic: the last log entry reported, and the epoch of that log (None: not known)."""
+
+    cursor: str
+    epoch: str | None
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One blocking XREAD loop over its topics' logs and its own wake stream."""
+
+    wake_key: str
+    topics: set[str] = field(default_factory=set)
+    followed: asyncio.Event = field(default_factory=asyncio.Event)
+    wake_cursor: str = "0-0"
+    #: A wake-up is on its way and the reader has not re-read its set since: more follows need none.
+    wake_pending: bool = False
+    task: asyncio.Task[None] | None = None
+    client: aioredis.Redis | None = None  # on a cluster, its own connection to the master of its slot
+    lost: bool = False  # on a cluster, that connection failed: find the slot's master afresh
+
+
 class RedisStore(Store):
     shared = True
 
@@ -392,158 +512,350 @@ class RedisStore(Store):
         super().__init__(**options)
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        self.prefix = dict(query).get("prefix", "ssehub:")
-        if not self.prefix or len(self.prefix) > 100:
-            raise InvalidInput("the Redis key prefix (?prefix=) must be 1-100 characters")
-        self.url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"])))
-        self._where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-        self._block_ms = _ms(block)
-        # No automatic retries: a publish retried after a lost reply could be written twice.
-        # A caller retries with its Idempotency-Key instead.
-        common: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_connect_timeout": 2,
-            "retry": Retry(NoBackoff(), 0),
-            "health_check_interval": 0,
-        }
+        settings = dict(query)
+        self.prefix = settings.get("prefix", "ssehub:")
+        if not self.prefix or len(self.prefix) > 100 or "{" in self.prefix or "}" in self.prefix:
+            raise InvalidInput("the Redis key prefix (?prefix=) must be 1-100 characters, without { or }")
+        self.cluster = _truthy(settings.get("cluster", ""))
         try:
-            self._redis = aioredis.Redis.from_url(self.url, socket_timeout=5, **common)
-            # The reader blocks in XREAD on its own connection, longer than any ordinary call.
-            self._reader = aioredis.Redis.from_url(
-                self.url, single_connection_client=True, socket_timeout=block + 5, **common
-            )
+            self.max_connections = int(settings.get("max_connections", "50"))
+        except ValueError:
+            raise InvalidInput("?max_connections= must be an integer") from None
+        if not 1 <= self.max_connections <= 10_000:
+            raise InvalidInput("?max_connections= must be from 1 to 10000")
+        ours = ("prefix", "cluster", "max_connections")
+        self.url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k not in ours])))
+        try:
+            host, port = parts.hostname, parts.port
         except ValueError as exc:
-            raise InvalidInput(f"bad Redis URL {url!r}: {exc}") from None
+            raise InvalidInput(f"bad Redis URL: {exc}") from None
+        self._where = parts.path if parts.scheme == "unix" else f"{host or 'localhost'}:{port or 6379}"
+        self._block_ms = _ms(block)
+        self._check_every = block
+        self._reconnect_wait = 1.0
+        self._queue_wait = 15.0
+        try:
+            # Commands queue for one of max_connections; the readers' blocking XREADs have their own.
+            self._redis = open_client(
+                self.url, cluster=self.cluster, socket_timeout=5, max_connections=self.max_connections + GROUPS
+            )
+            # The reader blocks in XREAD on a connection of its own, longer than any ordinary call. On a
+            # cluster each group's reader opens one to the master of its slot, when it first reads.
+            self._reader: aioredis.Redis | None = None
+            if not self.cluster:
+                self._reader = self._node_client(self.url)
+        except (ValueError, RedisError) as exc:
+            raise InvalidInput(f"bad Redis URL: {exc}") from None
+        self._slots = asyncio.Semaphore(self.max_connections)
         self._append_script = self._redis.register_script(_APPEND)
         self._close_script = self._redis.register_script(_CLOSE)
         self._delete_script = self._redis.register_script(_DELETE)
         self._meta_script = self._redis.register_script(_META)
         self._forget_script = self._redis.register_script(_FORGET)
+        self._epochs_script = self._redis.register_script(_EPOCHS)
         self._ds_scripts = {name: self._redis.register_script(text) for name, text in _DURABLE_SCRIPTS.items()}
-        self._wake_key = f"{self.prefix}wake:{uuid.uuid4().hex}"
-        self._cursors: dict[str, str] = {}  # followed topic -> the last log entry reported
-        self._followed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        process = uuid.uuid4().hex
+        # One reader for every topic on a single Redis; one per slot group on a cluster.
+        self._readers = [
+            _Reader(f"{self.prefix}{_TAGS[g]}:wake:{process}") for g in range(GROUPS if self.cluster else 1)
+        ]
+        self._follows: dict[str, _Follow] = {}
+        self._down = False
+        self._lost_logs = 0
+        self._lost_logged = float("-inf")
+
+    def _node_client(self, url: str) -> aioredis.Redis:
+        client = open_client(
+            url, cluster=False, socket_timeout=self._block_ms / 1000 + 5, max_connections=1, single_connection=True
+        )
+        assert isinstance(client, aioredis.Redis)
+        return client
 
     def __repr__(self) -> str:
-        return f"RedisStore({self._where!r}, prefix={self.prefix!r})"
+        cluster = ", cluster=True" if self.cluster else ""
+        return f"RedisStore({self._where!r}, prefix={self.prefix!r}{cluster})"
 
     # -- keys ----------------------------------------------------------------------------------------
 
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}{_TAGS[group_of(name)]}:{kind}:{name}"
+
     def _topic_key(self, name: str) -> str:
-        return f"{self.prefix}topic:{name}"
+        return self._key("topic", name)
 
     def _log_key(self, name: str) -> str:
-        return f"{self.prefix}log:{name}"
+        return self._key("log", name)
 
     def _meta_key(self, name: str) -> str:
-        return f"{self.prefix}meta:{name}"
+        return self._key("meta", name)
 
-    @property
-    def _index_key(self) -> str:
-        return f"{self.prefix}topics"
+    def _index_key(self, group: int) -> str:
+        return f"{self.prefix}{_TAGS[group]}:topics"
 
-    @property
-    def _gen_key(self) -> str:
-        return f"{self.prefix}gen"
+    def _keys(self, name: str) -> list[str]:
+        """The keys the create path of a script needs: topic, log, the group's index, meta."""
+        return [self._topic_key(name), self._log_key(name), self._index_key(group_of(name)), self._meta_key(name)]
+
+    def _reader_of(self, topic: str) -> _Reader:
+        return self._readers[group_of(topic) if self.cluster else 0]
+
+    # -- calling Redis -------------------------------------------------------------------------------
+
+    def _error(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis at {self._where} is unavailable: {exc or type(exc).__name__}")
 
     @contextlib.contextmanager
     def _unavailable(self) -> Iterator[None]:
         try:
             yield
         except RedisError as exc:
-            raise StoreUnavailable(f"Redis at {self._where} is unavailable: {exc or type(exc).__name__}") from None
+            raise self._error(exc) from None
+
+    async def _do(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run `call` on a free connection; retry it, for a bounded time, only if Redis never ran it.
+
+        A refused connection means Redis is away: retried for a second. A connection that timed out means
+        Redis, or this process under a burst, is slow: retried as long as a command may wait for a connection.
+        """
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        delay = 0.02
+        while True:
+            try:
+                async with asyncio.timeout(self._queue_wait):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise StoreUnavailable(
+                    f"Redis at {self._where} is busy: no free connection for {self._queue_wait:g}s"
+                ) from None
+            try:
+                result = await call()
+            except _REFUSED as exc:
+                wait = self._queue_wait if isinstance(exc, SlowConnect) else self._reconnect_wait
+                if loop.time() + delay >= began + wait:
+                    self._lost(exc)
+                    raise self._error(exc) from None
+            except RedisError as exc:
+                raise self._error(exc) from None
+            else:
+                self._back()
+                return result
+            finally:
+                self._slots.release()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def _lost(self, exc: BaseException) -> None:
+        if not self._down:
+            self._down = True
+            log.warning(
+                "Redis at %s is unavailable (%s); requests get 503 and streams wait until it answers",
+                self._where,
+                exc or type(exc).__name__,
+            )
+
+    def _back(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("Redis at %s answers again", self._where)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        try:
+        # Not fatal: nodes may start before Redis does. Until it answers, calls raise StoreUnavailable
+        # (and the first to fail says so in the log, once).
+        with contextlib.suppress(RedisError):
             await self._redis.ping()
-        except RedisError as exc:
-            # Not fatal: nodes may start before Redis does. Until it answers, calls raise StoreUnavailable.
-            log.warning("Redis at %s is not answering yet (%s); requests get 503 until it does", self._where, exc)
-        self._task = asyncio.create_task(self._read_loop(), name="ssehub-redis-reader")
+        for reader in self._readers:
+            reader.task = asyncio.create_task(self._read_loop(reader), name="ssehub-redis-reader")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        self._cursors.clear()
-        await self._reader.aclose()
-        await self._redis.aclose()
+        for reader in self._readers:
+            if reader.task is not None:
+                reader.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader.task
+                reader.task = None
+            reader.topics.clear()
+        self._follows.clear()
+        clients = [self._redis, *(r.client for r in self._readers if r.client is not None)]
+        if self._reader is not None:
+            clients.append(self._reader)
+        for client in clients:
+            await client.aclose()
+            if isinstance(client, aioredis.Redis):
+                await client.connection_pool.aclose()  # given to the client, so not closed by it
+        for reader in self._readers:
+            reader.client = None
 
     # -- following ---------------------------------------------------------------------------------------
 
-    async def follow(self, topic: str, after: int) -> None:
-        self._cursors[topic] = f"{after}-0"
-        self._followed.set()
-        try:
-            # Wake the reader blocked in XREAD so it adds this topic's log now.
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
-                pipe.pexpire(self._wake_key, self._block_ms * 3)
-                await pipe.execute()
-        except RedisError:
-            pass  # the reader is reconnecting and rebuilds its set of logs when it does
+    async def follow(self, topic: str, after: int, epoch: str | None = None) -> None:
+        reader = self._reader_of(topic)
+        self._follows[topic] = _Follow(f"{after}-0", epoch)
+        reader.topics.add(topic)
+        reader.followed.set()
+        await self._wake(reader)
 
     async def unfollow(self, topic: str) -> None:
         # No wake-up: entries of a topic no longer followed are ignored when they arrive.
-        self._cursors.pop(topic, None)
+        self._follows.pop(topic, None)
+        self._reader_of(topic).topics.discard(topic)
 
-    async def _read_loop(self) -> None:
-        wake_cursor = "0-0"
+    async def _wake(self, reader: _Reader) -> None:
+        """Wake the reader blocked in XREAD, so that it reads its (changed) set of logs now."""
+        if reader.wake_pending:
+            return  # one is on its way, and the reader has not read its set since
+        reader.wake_pending = True
+
+        async def wake() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(reader.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                pipe.pexpire(reader.wake_key, self._block_ms * 3)
+                await pipe.execute()
+
+        with contextlib.suppress(StoreUnavailable):
+            await self._do(wake)  # failing, the reader is reconnecting and re-reads its set when it does
+
+    def _replaced(self, topic: str, epoch: str) -> None:
+        """The followed log of `topic` is gone: report it, and follow the log `epoch` ('' none yet) from its start."""
+        self._follows[topic] = _Follow("0-0", epoch or None)
+        self._announce(topic, epoch)
+
+    def _announce(self, topic: str, epoch: str) -> None:
+        self._lost_logs += 1
+        now = asyncio.get_running_loop().time()
+        if now >= self._lost_logged + 10:  # a flush loses every log at once: one line, not thousands
+            self._lost_logged = now
+            log.warning(
+                "Redis at %s lost the log of topic %r (%d lost so far); its subscribers start again on the new one",
+                self._where,
+                topic,
+                self._lost_logs,
+            )
+        self._notify(Change(topic, epoch=epoch, reset=True))
+
+    def _saw(self, topic: str, epoch: str) -> bool:
+        """A read found `topic`'s log at `epoch`; True (and reported) if that is not the log followed."""
+        state = self._follows.get(topic)
+        if state is None or state.epoch is None or state.epoch == epoch:
+            return False
+        self._replaced(topic, epoch)
+        return True
+
+    async def _read_loop(self, reader: _Reader) -> None:
+        loop = asyncio.get_running_loop()
         backoff = 0.05
-        task = asyncio.current_task()
+        check_at = 0.0  # when to compare the epochs of the followed logs: at once, then every block
         while True:
-            if task is not None and task.cancelling():
-                # redis-py can swallow the CancelledError of a cancelled XREAD: aclose() would wait forever.
-                raise asyncio.CancelledError
-            if not self._cursors:
-                self._followed.clear()
-                await self._followed.wait()
+            if not reader.topics:
+                reader.followed.clear()
+                await reader.followed.wait()
                 continue
-            streams: dict[Any, Any] = {self._log_key(t): c for t, c in self._cursors.items()}
-            streams[self._wake_key] = wake_cursor
             try:
-                reply: Any = await self._reader.xread(streams, count=1000, block=self._block_ms)
+                if loop.time() >= check_at:
+                    await self._check_epochs(reader)
+                    check_at = loop.time() + self._check_every
+                reader.wake_pending = False
+                issued = {self._log_key(t): (t, self._follows[t]) for t in reader.topics}
+                reply = await self._xread(reader, {key: state.cursor for key, (_, state) in issued.items()})
             except RedisError as exc:
-                log.warning("Redis reader: %s; retrying in %.2fs", exc or type(exc).__name__, backoff)
+                self._lost(exc)
+                if self.cluster:
+                    await self._lose_reader_client(reader)
+                check_at = 0.0  # a Redis that restarted may have lost the logs: compare before reading on
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, 1.0)
                 continue
+            self._back()
             backoff = 0.05
             items: list[Any] = list(reply.items() if isinstance(reply, dict) else reply or [])
             for key, entries in items:
-                if key == self._wake_key:
-                    wake_cursor = entries[-1][0]
+                if key == reader.wake_key:
+                    reader.wake_cursor = entries[-1][0]
                     continue
-                topic = key[len(self.prefix) + len("log:") :]
-                if topic in self._cursors:
-                    self._report(topic, entries)
+                topic, state = issued[key]
+                if self._follows.get(topic) is state:  # not followed afresh or reset meanwhile
+                    self._report(topic, state, entries)
 
-    def _report(self, topic: str, entries: list[tuple[str, dict[str, str]]]) -> None:
+    async def _reader_client(self, reader: _Reader) -> aioredis.Redis:
+        if self._reader is not None:
+            return self._reader
+        if reader.client is None:
+            # The master of the group's slot, as the cluster client knows it (it follows MOVED replies).
+            assert isinstance(self._redis, RedisCluster)
+            if reader.lost:  # the slot may have moved (a failover, a resharding): ask the cluster again
+                await self._redis.nodes_manager.initialize()
+                reader.lost = False
+            await self._redis.initialize()
+            node = self._redis.get_node_from_key(reader.wake_key)
+            if node is None:
+                raise ClusterDownError(f"no master serves the slot of {reader.wake_key}")
+            parts = urlsplit(self.url)
+            userinfo = parts.netloc.rpartition("@")[0]
+            netloc = f"{userinfo}@{node.host}:{node.port}" if userinfo else f"{node.host}:{node.port}"
+            reader.client = self._node_client(urlunsplit(parts._replace(netloc=netloc)))
+        return reader.client
+
+    async def _lose_reader_client(self, reader: _Reader) -> None:
+        """After an error on a cluster: the slot may have moved, so the next read asks again where it is."""
+        reader.lost = True
+        if reader.client is not None:
+            client, reader.client = reader.client, None
+            with contextlib.suppress(RedisError):
+                await client.aclose()
+                await client.connection_pool.aclose()
+
+    async def _xread(self, reader: _Reader, cursors: dict[str, str]) -> Any:
+        streams: dict[Any, Any] = {**cursors, reader.wake_key: reader.wake_cursor}
+        client = await self._reader_client(reader)
+        return await client.xread(streams, count=1000, block=self._block_ms)
+
+    async def _check_epochs(self, reader: _Reader) -> None:
+        topics = list(reader.topics)
+        keys = [self._topic_key(t) for t in topics] + [self._log_key(t) for t in topics]
+        found = await self._epochs_script(keys=keys, args=[], client=await self._reader_client(reader))
+        for topic, epoch in zip(topics, found, strict=True):
+            state = self._follows.get(topic)
+            if state is None or epoch == "?":
+                continue
+            if state.epoch is None:
+                state.epoch = epoch or None
+            elif epoch != state.epoch:
+                self._replaced(topic, epoch)
+
+    def _report(self, topic: str, state: _Follow, entries: list[tuple[str, dict[str, str]]]) -> None:
         events: list[Event] = []
         for entry_id, fields in entries:
             number, _, kind = entry_id.partition("-")
-            if _position(entry_id) <= _position(self._cursors[topic]):
+            if _position(entry_id) <= _position(state.cursor):
                 continue  # already reported by this process's own append
-            self._cursors[topic] = entry_id
+            epoch = fields.get("p")
+            if epoch is not None and epoch != state.epoch:
+                if state.epoch is not None:
+                    # Another log than the one followed (Redis lost it): report what came before, then
+                    # follow the new log from its start; the entries below this one are in it too.
+                    if events:
+                        self._notify(Change(topic, tuple(events), epoch=state.epoch))
+                    self._replaced(topic, epoch)
+                    return
+                state.epoch = epoch
+            state.cursor = entry_id
             if kind == "0":
                 events.append(Event(int(number), fields["e"], fields["d"], float(fields["t"])))
             elif kind == "1":
-                self._notify(Change(topic, tuple(events), fields["x"]))
+                self._notify(Change(topic, tuple(events), fields["x"], epoch=state.epoch))
                 events = []
             else:
                 if events:
-                    self._notify(Change(topic, tuple(events)))
+                    self._notify(Change(topic, tuple(events), epoch=state.epoch))
                 # The hub drops its tail and follows afresh if the topic is created again.
-                self._cursors.pop(topic, None)
+                self._follows.pop(topic, None)
+                self._reader_of(topic).topics.discard(topic)
                 self._notify(Change(topic, deleted=True))
                 return
         if events:
-            self._notify(Change(topic, tuple(events)))
+            self._notify(Change(topic, tuple(events), epoch=state.epoch))
 
     # -- the contract --------------------------------------------------------------------------------------
 
@@ -558,6 +870,7 @@ class RedisStore(Store):
             float(fields["updated"]),
             None if closed_at is None else float(closed_at),
             {k: json.loads(v) for k, v in sorted(meta.items())},
+            fields.get("epoch", ""),
         )
 
     async def append(
@@ -567,121 +880,161 @@ class RedisStore(Store):
         *,
         idempotency_key: str | None = None,
         close: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]:
         now = self.now()
         args: list[Any] = [
             topic,
             repr(now),
+            new_epoch(),
             self.max_events,
             _ms(self.key_ttl),
             idempotency_key or "",
             close or "",
             _ms(self.ttl),
-            f"{self.prefix}key:",
+            f"{self.prefix}{_TAGS[group_of(topic)]}:key:",
+            fingerprint or "",
         ]
         for e in events:
             args += [e.event, e.data]
-        keys = [self._topic_key(topic), self._log_key(topic), self._index_key, self._gen_key, self._meta_key(topic)]
-        with self._unavailable():
-            outcome, value = await self._append_script(keys=keys, args=args)
+        outcome, value, epoch = await self._do(lambda: self._append_script(keys=self._keys(topic), args=args))
+        if self._saw(topic, epoch):
+            await self._wake(self._reader_of(topic))  # its XREAD still waits at the old log's end
+        if outcome == "conflict":
+            raise IdempotencyConflict(f"Idempotency-Key {idempotency_key!r} was used with another payload")
         if outcome == "closed":
             raise TopicClosed(f"topic {topic!r} is {value}")
         first, _, count = value.partition(":")
         ids = list(range(int(first), int(first) + int(count)))
-        if outcome == "ok" and self._cursors.get(topic) == f"{ids[0] - 1}-0":
+        state = self._follows.get(topic)
+        if outcome == "ok" and state is not None and state.cursor == f"{ids[0] - 1}-0":
             # Followed here and the reader has reported everything before: report at once, so local
             # subscribers need not wait for the round trip (the reader skips what was reported).
-            self._cursors[topic] = f"{ids[-1]}-{1 if close else 0}"
+            state.cursor = f"{ids[-1]}-{1 if close else 0}"
+            state.epoch = epoch
             stored = tuple(Event(i, e.event, e.data, now) for i, e in zip(ids, events, strict=True))
-            self._notify(Change(topic, stored, close))
+            self._notify(Change(topic, stored, close, epoch=epoch))
         return ids
 
     async def read(self, topic: str, after: int, limit: int) -> Page | None:
-        with self._unavailable():
+        async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hmget(self._topic_key(topic), ["first_id", "last_id", "status"])
+                pipe.hmget(self._topic_key(topic), ["first_id", "last_id", "status", "epoch"])
                 pipe.xrange(self._log_key(topic), f"{after + 1}-0", "+", count=limit)
-                bounds, entries = await pipe.execute()
+                return await pipe.execute()
+
+        bounds, entries = await self._do(run)
         if bounds[0] is None:
             return None
+        if self._saw(topic, bounds[3]):
+            await self._wake(self._reader_of(topic))
         events = [
             Event(int(entry_id.partition("-")[0]), f["e"], f["d"], float(f["t"]))
             for entry_id, f in entries
             if entry_id.endswith("-0")
         ]
-        return Page(events, int(bounds[0]), int(bounds[1]), bounds[2])
+        return Page(events, int(bounds[0]), int(bounds[1]), bounds[2], bounds[3])
 
     async def info(self, topic: str) -> TopicInfo | None:
-        with self._unavailable():
+        async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self._topic_key(topic))
                 pipe.hgetall(self._meta_key(topic))
-                fields, meta = await pipe.execute()
-        return self._info(topic, fields, meta) if fields else None
+                return await pipe.execute()
+
+        fields, meta = await self._do(run)
+        if not fields:
+            return None
+        info = self._info(topic, fields, meta)
+        if self._saw(topic, info.epoch):
+            await self._wake(self._reader_of(topic))
+        return info
 
     async def close_topic(self, topic: str, status: str) -> TopicInfo:
         keys = [self._topic_key(topic), self._log_key(topic), self._meta_key(topic)]
-        with self._unavailable():
-            outcome = await self._close_script(keys=keys, args=[status, repr(self.now()), _ms(self.ttl)])
+        outcome = await self._do(lambda: self._close_script(keys=keys, args=[status, repr(self.now()), _ms(self.ttl)]))
         info = await self.info(topic) if outcome else None
         if info is None:
             raise TopicNotFound(f"no topic {topic!r}")
-        if outcome == 2 and self._cursors.get(topic) == f"{info.last_id}-0":
-            self._cursors[topic] = f"{info.last_id}-1"
-            self._notify(Change(topic, (), status))
+        state = self._follows.get(topic)
+        if outcome == 2 and state is not None and state.cursor == f"{info.last_id}-0" and state.epoch == info.epoch:
+            state.cursor = f"{info.last_id}-1"
+            self._notify(Change(topic, (), status, epoch=info.epoch))
         return info
 
     async def delete_topic(self, topic: str) -> bool:
-        keys = [self._topic_key(topic), self._log_key(topic), self._meta_key(topic), self._index_key]
-        with self._unavailable():
-            found = await self._delete_script(keys=keys, args=[topic, self._block_ms * 3])
+        keys = [self._topic_key(topic), self._log_key(topic), self._meta_key(topic), self._index_key(group_of(topic))]
+        found = await self._do(lambda: self._delete_script(keys=keys, args=[topic, self._block_ms * 3]))
         if not found:
             return False
         # Here at once; other nodes learn it from the marker in the log.
-        self._cursors.pop(topic, None)
+        self._follows.pop(topic, None)
+        self._reader_of(topic).topics.discard(topic)
         self._notify(Change(topic, deleted=True))
         return True
+
+    async def _names(self, low: str, high: str, limit: int) -> list[str]:
+        """The first `limit` names in [low, high] across the groups' indexes, in order."""
+
+        async def run() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for group in range(GROUPS):
+                    pipe.zrangebylex(self._index_key(group), low, high, 0, limit)
+                return await pipe.execute()
+
+        found = await self._do(run)
+        return sorted(name for names in found for name in names)[:limit]
+
+    async def _forget(self, names: list[str]) -> int:
+        """Drop the names whose topic has expired from their groups' indexes."""
+        by_group: dict[int, list[str]] = {}
+        for name in names:
+            by_group.setdefault(group_of(name), []).append(name)
+        gone = 0
+        for group, members in by_group.items():
+            keys = [self._index_key(group), *(self._topic_key(n) for n in members)]
+            gone += await self._do(functools.partial(self._forget_script, keys=keys, args=members))
+        return gone
 
     async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]:
         # Topic names are ASCII below DEL, so prefix + DEL is above every name that starts with prefix.
         low = f"({after}" if after >= prefix and after else f"[{prefix}" if prefix else "-"
         high = f"({prefix}\x7f" if prefix else "+"
         found: list[TopicInfo] = []
-        with self._unavailable():
-            while len(found) < limit:
-                names = cast(
-                    list[str], await self._redis.zrangebylex(self._index_key, low, high, 0, limit - len(found))
-                )
-                if not names:
-                    break
+        while len(found) < limit:
+            names = await self._names(low, high, limit - len(found))
+            if not names:
+                break
+
+            async def run(names: list[str] = names) -> list[Any]:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for name in names:
                         pipe.hgetall(self._topic_key(name))
                         pipe.hgetall(self._meta_key(name))
-                    replies = await pipe.execute()
-                expired = []
-                for i, name in enumerate(names):
-                    fields, meta = replies[2 * i], replies[2 * i + 1]
-                    if fields:
-                        found.append(self._info(name, fields, meta))
-                    else:
-                        expired.append(name)
-                if expired:
-                    await self._forget_script(keys=[self._index_key], args=[f"{self.prefix}topic:", *expired])
-                low = f"({names[-1]}"
+                    return await pipe.execute()
+
+            replies = await self._do(run)
+            expired = []
+            for i, name in enumerate(names):
+                fields, meta = replies[2 * i], replies[2 * i + 1]
+                if fields:
+                    found.append(self._info(name, fields, meta))
+                else:
+                    expired.append(name)
+            if expired:
+                await self._forget(expired)
+            low = f"({names[-1]}"
         return found
 
     async def update_meta(self, topic: str, meta: dict[str, Any]) -> TopicInfo:
-        args: list[Any] = [topic, repr(self.now())]
+        args: list[Any] = [topic, repr(self.now()), new_epoch()]
         for key, value in meta.items():
             try:
                 text = "" if value is None else json.dumps(value, separators=(",", ":"), allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"metadata {key!r} is not JSON-serialisable: {exc}") from None
             args += [key, text]
-        keys = [self._topic_key(topic), self._log_key(topic), self._index_key, self._gen_key, self._meta_key(topic)]
-        with self._unavailable():
-            await self._meta_script(keys=keys, args=args)
+        await self._do(lambda: self._meta_script(keys=self._keys(topic), args=args))
         info = await self.info(topic)
         if info is None:  # expired in between: as good as deleted
             raise TopicNotFound(f"no topic {topic!r}")
@@ -691,46 +1044,57 @@ class RedisStore(Store):
         # Closed topics and idempotency keys expire by themselves (PEXPIRE); what is left is
         # to forget the names of expired topics in the listing.
         gone = 0
-        low = "-"
-        with self._unavailable():
+        for group in range(GROUPS):
+            low = "-"
             while True:
-                names = cast(list[str], await self._redis.zrangebylex(self._index_key, low, "+", 0, 1000))
+                page = functools.partial(self._redis.zrangebylex, self._index_key(group), low, "+", 0, 1000)
+                names = cast(list[str], await self._do(page))
                 if not names:
-                    return gone
-                gone += await self._forget_script(keys=[self._index_key], args=[f"{self.prefix}topic:", *names])
+                    break
+                gone += await self._forget(names)
                 low = f"({names[-1]}"
+        return gone
 
     # -- Durable Streams -------------------------------------------------------------------------------------
 
-    def _durable_key(self, name: str) -> str:
-        return f"{self.prefix}durable:{name}"
-
     def _stream_keys(self, name: str) -> list[str]:
-        return [self._topic_key(name), self._log_key(name), self._meta_key(name), self._durable_key(name)]
+        return [*self._keys(name), self._key("durable", name)]
 
     async def _ds(self, script: str, topic: str, args: list[Any]) -> Any:
-        with self._unavailable():
-            return await self._ds_scripts[script](keys=self._stream_keys(topic), args=[_ms(self.now()), *args])
+        keys, argv = self._stream_keys(topic), [_ms(self.now()), *args]
+        return await self._do(lambda: self._ds_scripts[script](keys=keys, args=argv))
 
-    def _report_appended(self, topic: str, stored: tuple[Event, ...], status: str | None, last_id: int) -> None:
+    def _report_appended(
+        self, topic: str, stored: tuple[Event, ...], status: str | None, last_id: int, epoch: str
+    ) -> None:
         # As `append` does: followed here and everything before reported, so report at once.
         before = stored[0].id - 1 if stored else last_id
-        if self._cursors.get(topic) == f"{before}-0":
-            self._cursors[topic] = f"{last_id}-{1 if status else 0}"
-            self._notify(Change(topic, stored, status))
+        state = self._follows.get(topic)
+        if state is not None and state.cursor == f"{before}-0" and state.epoch in (None, epoch):
+            state.cursor = f"{last_id}-{1 if status else 0}"
+            state.epoch = epoch
+            self._notify(Change(topic, stored, status, epoch=epoch))
+
+    def _gone_here(self, topic: str) -> None:
+        """A topic gone here: stop following it and tell the listeners (other nodes learn it from the log)."""
+        self._follows.pop(topic, None)
+        self._reader_of(topic).topics.discard(topic)
+        self._notify(Change(topic, deleted=True))
 
     async def stream_state(self, topic: str) -> StreamState | None:
-        with self._unavailable():
+        async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hgetall(self._topic_key(topic))
                 pipe.hgetall(self._meta_key(topic))
-                pipe.hmget(self._durable_key(topic), ["gen", "deadline", "deleted", "forks"])
-                fields, meta, durable = await pipe.execute()
+                pipe.hmget(self._key("durable", topic), ["gen", "deadline", "deleted", "forks"])
+                return await pipe.execute()
+
+        fields, meta, durable = await self._do(run)
         if not fields:
             return None
         info = self._info(topic, fields, meta)
         gen, deadline, deleted, forks = durable
-        if gen != fields.get("gen"):
+        if gen != info.epoch:
             return StreamState(info)
         return StreamState(info, None if deadline is None else int(deadline) / 1000, deleted == "1", int(forks or 0))
 
@@ -751,20 +1115,17 @@ class RedisStore(Store):
             "1" if closed else "",
             "" if deadline is None else _ms(deadline),
             base,
-            uuid.uuid4().hex,
+            new_epoch(),
             forked_from or "",
             _ms(self.ttl),
+            topic,
             len(meta),
         ]
         for key, value in meta.items():
             args += [key, json.dumps(value, separators=(",", ":"))]
         for e in events:
             args += [e.event, e.data]
-        reply = await self._ds("create", topic, args)
-        outcome = reply[0]
-        if outcome == "created":
-            with self._unavailable():
-                await self._redis.zadd(self._index_key, {topic: 0})
+        outcome, released, _, epoch = await self._ds("create", topic, args)
         state = await self.stream_state(topic)
         if state is None:  # expired or deleted in between: as good as gone
             raise TopicNotFound(f"no topic {topic!r}")
@@ -773,8 +1134,8 @@ class RedisStore(Store):
         ids = tuple(range(base + 1, base + 1 + len(events)))
         stored = tuple(Event(i, e.event, e.data, now) for i, e in zip(ids, events, strict=True))
         if stored or closed:
-            self._report_appended(topic, stored, "completed" if closed else None, base + len(stored))
-        return Created("created", state, ids, reply[1] or None)
+            self._report_appended(topic, stored, "completed" if closed else None, base + len(stored), epoch)
+        return Created("created", state, ids, released or None)
 
     async def append_stream(
         self,
@@ -800,11 +1161,12 @@ class RedisStore(Store):
         ]
         for e in events:
             args += [e.event, e.data]
-        outcome, last_id, closed, first, count, epoch, pseq = await self._ds("append", topic, args)
+        reply = await self._ds("append", topic, args)
+        outcome, last_id, closed, first, count, epoch, pseq = reply[:7]
         ids = tuple(range(int(first), int(first) + int(count)))
         if outcome == "ok" and (ids or close):
             stored = tuple(Event(i, e.event, e.data, now) for i, e in zip(ids, events, strict=True))
-            self._report_appended(topic, stored, "completed" if close else None, int(last_id))
+            self._report_appended(topic, stored, "completed" if close else None, int(last_id), reply[7])
         return Appended(
             outcome,
             int(last_id),
@@ -818,13 +1180,9 @@ class RedisStore(Store):
         await self._ds("touch", topic, [_ms(deadline), _ms(self.ttl)])
 
     async def delete_stream(self, topic: str) -> Literal["deleted", "soft", "not_found", "gone"]:
-        outcome, source = await self._ds("delete", topic, [self._block_ms * 3])
+        outcome, source = await self._ds("delete", topic, [self._block_ms * 3, topic])
         if outcome in ("deleted", "soft") or source:
-            self._cursors.pop(topic, None)
-            self._notify(Change(topic, deleted=True))
-        if source or outcome == "deleted":
-            with self._unavailable():
-                await self._redis.zrem(self._index_key, topic)
+            self._gone_here(topic)
         if source:
             await self.unpin_source(source, topic)
         result: Literal["deleted", "soft", "not_found", "gone"] = outcome
@@ -842,11 +1200,8 @@ class RedisStore(Store):
     async def unpin_source(self, source: str, fork: str) -> None:
         # A source that goes may have been a fork too: the cascade walks up one topic (one slot) at a time.
         while source:
-            dropped, upstream = await self._ds("unpin", source, [fork, _ms(self.ttl), self._block_ms * 3])
+            dropped, upstream = await self._ds("unpin", source, [fork, _ms(self.ttl), self._block_ms * 3, source])
             if not dropped:
                 return
-            self._cursors.pop(source, None)
-            self._notify(Change(source, deleted=True))
-            with self._unavailable():
-                await self._redis.zrem(self._index_key, source)
+            self._gone_here(source)
             source, fork = upstream, source

@@ -9,25 +9,38 @@ connections; WAL mode lets them read while the writer writes.
 
 Change notifications are handed to the event loop in commit order with
 `call_soon_threadsafe`, which keeps them in id order for the hub's tail.
+
+One process per file: the store holds an exclusive `flock` on `<path>.lock`
+from `start` to `aclose`, so a second process (a second `ssehub serve`) is
+refused instead of silently missing every event the first one publishes (the
+change notifications live in one process). The kernel drops the lock with the
+process however it ends, so a killed server leaves no stale lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import logging
+import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ..events import Event, NewEvent, TopicInfo
-from ..exceptions import SSEHubError, StoreUnavailable, TopicClosed, TopicNotFound
-from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer
+from ..exceptions import IdempotencyConflict, SSEHubError, StoreUnavailable, TopicClosed, TopicNotFound
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch
 
 __all__ = ["SQLiteStore"]
+
+log = logging.getLogger("ssehub.sqlite")
 
 T = TypeVar("T")
 
@@ -40,7 +53,8 @@ CREATE TABLE IF NOT EXISTS topics (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     closed_at REAL,
-    meta TEXT NOT NULL DEFAULT '{}'
+    meta TEXT NOT NULL DEFAULT '{}',
+    epoch TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     topic TEXT NOT NULL,
@@ -55,10 +69,17 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     key TEXT NOT NULL,
     ids TEXT NOT NULL,
     time REAL NOT NULL,
+    fingerprint TEXT,
     PRIMARY KEY (topic, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS idempotency_keys_time ON idempotency_keys (time);
 """
+
+# Columns added since the first schema: a database made by an older version gets them at start.
+_ADDED_COLUMNS = [
+    ("topics", "epoch", "TEXT NOT NULL DEFAULT ''"),
+    ("idempotency_keys", "fingerprint", "TEXT"),
+]
 
 # Durable Streams state (see Store.create_stream): a row per stream, its producers, and the pins
 # forks hold on the streams whose history they read.
@@ -85,7 +106,7 @@ CREATE TABLE IF NOT EXISTS durable_pins (
 ) WITHOUT ROWID;
 """
 
-_TOPIC_COLUMNS = "name, last_id, first_id, status, created, updated, closed_at, meta"
+_TOPIC_COLUMNS = "name, last_id, first_id, status, created, updated, closed_at, meta, epoch"
 
 # (operation, its arguments, the future to resolve) or None to stop the writer.
 _WriteOp = Callable[..., tuple[Any, list[Change]]]
@@ -93,8 +114,50 @@ _Request = tuple[_WriteOp, tuple[Any, ...], "asyncio.Future[Any]"]
 
 
 def _topic_info(row: tuple[Any, ...]) -> TopicInfo:
-    name, last_id, first_id, status, created, updated, closed_at, meta = row
-    return TopicInfo(name, last_id, first_id, status, created, updated, closed_at, json.loads(meta))
+    name, last_id, first_id, status, created, updated, closed_at, meta, epoch = row
+    return TopicInfo(name, last_id, first_id, status, created, updated, closed_at, json.loads(meta), epoch)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.executescript(_SCHEMA)
+    conn.executescript(_DURABLE_SCHEMA)
+    for table, column, definition in _ADDED_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    # Topics from before epochs existed get one each (randomblob: a random id per row).
+    conn.execute("UPDATE topics SET epoch = lower(hex(randomblob(8))) WHERE epoch = ''")
+
+
+def _lock(path: str) -> int:
+    """An open descriptor holding the exclusive lock of `path`'s lock file; raises StoreUnavailable if taken."""
+    lock_path = f"{os.path.realpath(path)}.lock"  # the file itself, however its path is spelled
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StoreUnavailable(
+            f"SQLite database {path} is already served by another process (pid {holder}); "
+            "a SQLite file belongs to one process: stop that one, or use redis:// to share topics between processes"
+        ) from None
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+_warned: set[str] = set()
+
+
+def _looks_absolute(path: str) -> str | None:
+    """For a relative path whose first directory exists at / but not here, the absolute path meant."""
+    first = Path(path).parts[0] if Path(path).parts else ""
+    if os.path.isabs(path) or len(Path(path).parts) < 2 or Path(first).exists():
+        return None
+    return f"/{path}" if Path("/", first).is_dir() else None
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -110,7 +173,10 @@ def _connect(path: str) -> sqlite3.Connection:
 class SQLiteStore(Store):
     def __init__(self, path: str, **options: Any) -> None:
         super().__init__(**options)
-        self.path = path
+        # Absolute from here on, so that the start line and every message name the file itself.
+        self.path = path if path == ":memory:" else os.path.abspath(path)
+        self._given = path
+        self._lock_fd: int | None = None
         self._requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
@@ -125,13 +191,24 @@ class SQLiteStore(Store):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        meant = _looks_absolute(self._given)
+        if meant is not None and self.path not in _warned:
+            _warned.add(self.path)  # once per process: `ssehub serve` opens its store twice
+            log.warning(
+                "SQLite path %s is relative to the working directory (%s); for %s write sqlite:///%s",
+                self._given,
+                os.getcwd(),
+                meant,
+                meant,
+            )
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                self._lock_fd = _lock(self.path)
             conn = _connect(self.path)
-            conn.executescript(_SCHEMA)
-            conn.executescript(_DURABLE_SCHEMA)
+            _migrate(conn)
         except (OSError, sqlite3.Error) as exc:
+            self._unlock()
             raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from None
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="ssehub-sqlite-writer", daemon=True)
         self._writer.start()
@@ -148,6 +225,13 @@ class SQLiteStore(Store):
         for conn in self._read_conns:
             conn.close()
         self._read_conns.clear()
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
 
     # -- the writer thread -------------------------------------------------------------------------
 
@@ -264,8 +348,11 @@ class SQLiteStore(Store):
         *,
         idempotency_key: str | None = None,
         close: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]:
-        ids: list[int] = await self._write(self._append, topic, tuple(events), idempotency_key, close, self.now())
+        ids: list[int] = await self._write(
+            self._append, topic, tuple(events), idempotency_key, close, fingerprint, self.now()
+        )
         return ids
 
     def _append(
@@ -275,18 +362,26 @@ class SQLiteStore(Store):
         events: tuple[NewEvent, ...],
         key: str | None,
         close: str | None,
+        fingerprint: str | None,
         now: float,
     ) -> tuple[list[int], list[Change]]:
         if key is not None:
-            row = conn.execute("SELECT ids FROM idempotency_keys WHERE topic = ? AND key = ?", (topic, key)).fetchone()
+            row = conn.execute(
+                "SELECT ids, fingerprint FROM idempotency_keys WHERE topic = ? AND key = ?", (topic, key)
+            ).fetchone()
             if row is not None:
+                if row[1] and fingerprint and row[1] != fingerprint:
+                    raise IdempotencyConflict(f"Idempotency-Key {key!r} was used with another payload")
                 return json.loads(row[0]), []
-        row = conn.execute("SELECT last_id, first_id, status FROM topics WHERE name = ?", (topic,)).fetchone()
+        row = conn.execute("SELECT last_id, first_id, status, epoch FROM topics WHERE name = ?", (topic,)).fetchone()
         if row is None:
-            conn.execute("INSERT INTO topics (name, created, updated) VALUES (?, ?, ?)", (topic, now, now))
+            epoch = new_epoch()
+            conn.execute(
+                "INSERT INTO topics (name, created, updated, epoch) VALUES (?, ?, ?, ?)", (topic, now, now, epoch)
+            )
             last_id, first_id, status = 0, 1, "open"
         else:
-            last_id, first_id, status = row
+            last_id, first_id, status, epoch = row
         if status != "open":
             raise TopicClosed(f"topic {topic!r} is {status}")
         stored = tuple(Event(last_id + 1 + i, e.event, e.data, now) for i, e in enumerate(events))
@@ -305,21 +400,23 @@ class SQLiteStore(Store):
         ids = [e.id for e in stored]
         if key is not None:
             conn.execute(
-                "INSERT INTO idempotency_keys (topic, key, ids, time) VALUES (?, ?, ?, ?)",
-                (topic, key, json.dumps(ids), now),
+                "INSERT INTO idempotency_keys (topic, key, ids, time, fingerprint) VALUES (?, ?, ?, ?, ?)",
+                (topic, key, json.dumps(ids), now, fingerprint),
             )
-        return ids, [Change(topic, stored, close)]
+        return ids, [Change(topic, stored, close, epoch=epoch)]
 
     async def read(self, topic: str, after: int, limit: int) -> Page | None:
         def run(conn: sqlite3.Connection) -> Page | None:
-            row = conn.execute("SELECT first_id, last_id, status FROM topics WHERE name = ?", (topic,)).fetchone()
+            row = conn.execute(
+                "SELECT first_id, last_id, status, epoch FROM topics WHERE name = ?", (topic,)
+            ).fetchone()
             if row is None:
                 return None
             rows = conn.execute(
                 "SELECT id, event, data, time FROM events WHERE topic = ? AND id > ? ORDER BY id LIMIT ?",
                 (topic, after, limit),
             ).fetchall()
-            return Page([Event(*r) for r in rows], row[0], row[1], row[2])
+            return Page([Event(*r) for r in rows], row[0], row[1], row[2], row[3])
 
         return await self._read(run)
 
@@ -342,8 +439,8 @@ class SQLiteStore(Store):
         if info.closed:
             return info, []
         conn.execute("UPDATE topics SET status = ?, closed_at = ? WHERE name = ?", (status, now, topic))
-        closed = TopicInfo(info.name, info.last_id, info.first_id, status, info.created, info.updated, now, info.meta)
-        return closed, [Change(topic, (), status)]
+        closed = replace(info, status=status, closed_at=now)
+        return closed, [Change(topic, (), status, epoch=info.epoch)]
 
     async def delete_topic(self, topic: str) -> bool:
         deleted: bool = await self._write(self._delete, topic)
@@ -373,7 +470,10 @@ class SQLiteStore(Store):
     def _update_meta(
         self, conn: sqlite3.Connection, topic: str, meta: dict[str, Any], now: float
     ) -> tuple[TopicInfo, list[Change]]:
-        conn.execute("INSERT OR IGNORE INTO topics (name, created, updated) VALUES (?, ?, ?)", (topic, now, now))
+        conn.execute(
+            "INSERT OR IGNORE INTO topics (name, created, updated, epoch) VALUES (?, ?, ?, ?)",
+            (topic, now, now, new_epoch()),
+        )
         row = conn.execute("SELECT meta FROM topics WHERE name = ?", (topic,)).fetchone()
         merged = {**json.loads(row[0]), **meta}
         conn.execute(
@@ -414,7 +514,7 @@ class SQLiteStore(Store):
         ).fetchone()
         if row is None:
             return None
-        return StreamState(_topic_info(row[:8]), row[8], bool(row[9]), row[10])
+        return StreamState(_topic_info(row[:9]), row[9], bool(row[10]), row[11])
 
     def _drop(self, conn: sqlite3.Connection, topic: str, now: float, changes: list[Change]) -> None:
         """Delete for good, then unpin the source it forked from; a source left dead and unpinned goes too."""
@@ -505,10 +605,11 @@ class SQLiteStore(Store):
             conn.execute("DELETE FROM durable_producers WHERE topic = ?", (topic,))
         status = "completed" if closed else "open"
         last_id = base + len(events)
+        epoch = new_epoch()
         conn.execute(
-            "INSERT INTO topics (name, last_id, first_id, status, created, updated, closed_at, meta)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (topic, last_id, base + 1, status, now, now, now if closed else None, json.dumps(meta)),
+            "INSERT INTO topics (name, last_id, first_id, status, created, updated, closed_at, meta, epoch)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (topic, last_id, base + 1, status, now, now, now if closed else None, json.dumps(meta), epoch),
         )
         stored = tuple(Event(base + 1 + i, e.event, e.data, now) for i, e in enumerate(events))
         conn.executemany(
@@ -519,7 +620,7 @@ class SQLiteStore(Store):
             "INSERT INTO durable_streams (topic, deadline, source) VALUES (?, ?, ?)", (topic, deadline, forked_from)
         )
         if stored or closed:
-            changes.append(Change(topic, stored, status if closed else None))
+            changes.append(Change(topic, stored, status if closed else None, epoch=epoch))
         state = self._durable_state(conn, topic)
         assert state is not None
         return Created("created", state, tuple(e.id for e in stored), released), changes
@@ -577,7 +678,7 @@ class SQLiteStore(Store):
         ids: list[int] = []
         last_id = info.last_id
         if events:
-            ids, changed = self._append(conn, topic, events, None, status, now)
+            ids, changed = self._append(conn, topic, events, None, status, None, now)
             changes.extend(changed)
             last_id = ids[-1]
         elif close:

@@ -128,7 +128,13 @@ function renderTurn(turn) {
   const typing = el("div", "typing");
   typing.setAttribute("aria-label", "The agent is typing");
   typing.innerHTML = "<span></span><span></span><span></span>";
-  body.append(progress, el("div", "tools"), el("div", "answer"), typing, el("div", "status"));
+  const regenerate = el("button", "regenerate ghost", "Regenerate");
+  regenerate.type = "button";
+  regenerate.title = "Ask the same question again";
+  regenerate.addEventListener("click", () => {
+    if (!activeTurn()) ask(turn.message);
+  });
+  body.append(progress, el("div", "tools"), el("div", "answer"), typing, el("div", "status"), regenerate);
   assistant.append(el("div", "avatar"), body);
   root.append(assistant);
   turnsEl.append(root);
@@ -166,6 +172,8 @@ function paint(turn) {
   );
 
   q(".typing").hidden = !running;
+  // Shown on the last turn only, once it has ended (demo.css hides it on earlier turns and while busy).
+  q(".regenerate").hidden = running;
   const status = q(".status");
   status.dataset.status = turn.status;
   status.textContent = turn.note;
@@ -200,6 +208,14 @@ function activeTurn() {
 function setBusy(busy) {
   sendBtn.hidden = busy;
   stopBtn.hidden = !busy;
+  document.body.toggleAttribute("data-busy", busy);
+}
+
+// What a failed request says to a person: "Failed to fetch" says nothing.
+function sendError(err) {
+  if (err?.code === "unreachable") return "Could not send: the server cannot be reached. Press Regenerate to try again.";
+  if (err?.status === 429) return `The server is busy: ${err.message} Press Regenerate to try again.`;
+  return `Could not send: ${err?.message ?? "the request failed"}.`.replace(/\.\.$/, ".");
 }
 
 function follow(turn, after) {
@@ -272,7 +288,7 @@ async function ask(message) {
   } catch (err) {
     if (pending === turn) pending = null;
     turn.status = "failed";
-    turn.note = err?.message ?? "The request failed.";
+    turn.note = turn.runId ? err?.message ?? "The answer failed." : sendError(err);
     schedule(turn);
   }
   if (activeTurn() === null) setBusy(false);

@@ -4,7 +4,7 @@
     GET /_ssehub/demo/...        the demo page's stylesheet and script
     GET /                        the demo chat page, only with `--demo`
 
-The files live in the package (`ssehub/static`), so a wheel carries them and there is no build step.
+The files live in the package (`ssehub/static`): a wheel carries them, and there is no build step.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from starlette.staticfiles import StaticFiles
 
 __all__ = ["STATIC_DIR", "client_routes", "demo_routes"]
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+# In the package, beside this folder, so that a wheel carries them.
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 def client_routes() -> list[BaseRoute]:

@@ -36,13 +36,13 @@ from urllib.parse import urlsplit
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .durable import frames, headers, messages, offsets
-from .events import Event, NewEvent, validate_topic
-from .exceptions import EventTooLarge, Gone, InvalidInput, SSEHubError, TopicNotFound, Unauthorized
-from .hub import Hub
-from .responses import EventStreamResponse
-from .stores import Appended, Change, Created, Producer, Store, StreamState
-from .tail import Tail
+from ..durable import frames, headers, messages, offsets
+from ..events import Event, NewEvent, validate_topic
+from ..exceptions import EventTooLarge, Gone, InvalidInput, SSEHubError, TopicNotFound, Unauthorized
+from ..hub import Hub
+from ..stores import Appended, Change, Created, Producer, Store, StreamState
+from ..tail import Tail
+from .responses import EventSourceResponse
 
 __all__ = ["DurableStreams"]
 
@@ -747,7 +747,10 @@ class DurableStreams:
         if messages.is_binary(config.media):
             extra["stream-sse-data-encoding"] = "base64"
         extra.update(_COMMON)
-        return EventStreamResponse(self._sse_frames(topic, config, after, cursor), retry_ms=None, headers=extra)
+        frames_ = self._sse_frames(topic, config, after, cursor)
+        # heartbeat=None: the frames carry their own keep-alives, so the stream needs no second task.
+        response: ASGIApp = EventSourceResponse(frames_, heartbeat=None, retry_ms=None, headers=extra)
+        return response
 
     def _sse_payload(self, config: _Config, events: list[Event]) -> str:
         media = config.media

@@ -1,13 +1,15 @@
-"""The HTTP interface of agent runs.
+"""The agent and run endpoints.
 
     GET  /agents                 the registered agents
     POST /agents/{name}          start a run (an Idempotency-Key makes a retried call find the same run);
                                  the answer depends on what the client asks for:
                                    Accept: text/event-stream  -> the run's events as SSE (X-Run-Id, Location)
+                                     (or ?format=ai-sdk|ag-ui, which are streams whatever Accept says)
                                    Prefer: respond-async      -> 202, Location: /runs/{id}, {"id", "status"}
                                    otherwise                  -> wait; 200 with the run document
     GET  /runs/{id}              the run document {"id", "agent", "status", "result", "error", ...}
-    GET  /runs/{id}/events       the run's events as SSE, from the start unless Last-Event-ID / ?after= say otherwise
+    GET  /runs/{id}/events       the run's events as SSE, from the start unless Last-Event-ID / ?after= say otherwise;
+                                 ?format=native|ai-sdk|ag-ui and ?compact=1|0 as for topics
     POST /runs/{id}/cancel       stop the run; 202, or 200 with the final status if it had already ended
 
 A waited-for run answers 200 whatever its outcome (`completed`, `failed`,
@@ -17,41 +19,28 @@ ended. Errors of the call (unknown agent, bad body, too many runs) are 4xx.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from .app import SubscribeResponse, idempotency_key, read_body, request_cursor
-from .exceptions import InvalidInput, TooManyRequests
-from .hub import Hub
-from .runs import RUN_PREFIX, Run, RunManager, run_document
+from ..formats import Cursor
+from ..hub import Hub
+from ..runs import RUN_PREFIX, Run, RunManager, run_document
+from .requests import (
+    idempotency_key,
+    mount_prefix,
+    read_json_object,
+    request_cursor,
+    request_format,
+    request_position,
+)
+from .subscriptions import SubscriptionResponse, reading_for
 
 __all__ = ["agent_routes"]
 
 
-def _prefix(request: Request) -> str:
-    # URLs we hand out are relative to wherever the hub is mounted.
-    return str(request.scope.get("root_path", "")).rstrip("/")
-
-
 def _run_url(request: Request, run_id: str) -> str:
-    return f"{_prefix(request)}/runs/{run_id}"
-
-
-async def _body(request: Request, limit: int) -> dict[str, Any]:
-    raw = await read_body(request, limit)
-    if not raw.strip():
-        return {}
-    try:
-        payload = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidInput("the body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise InvalidInput("the body of an agent call must be a JSON object")
-    return payload
+    return f"{mount_prefix(request)}/runs/{run_id}"
 
 
 def agent_routes(hub: Hub) -> list[BaseRoute]:
@@ -59,20 +48,19 @@ def agent_routes(hub: Hub) -> list[BaseRoute]:
 
     async def start(request: Request) -> Response:
         name = request.path_params["name"]
-        body = await _body(request, hub.config.max_request_bytes)
+        format, compact = request_format(request)
+        body = await read_json_object(request, hub.config.max_request_bytes, "an agent call")
         key = idempotency_key(request)
-        try:
-            started = await manager.start_run(name, body, idempotency_key=key)
-        except TooManyRequests as exc:
-            return JSONResponse(
-                {"error": {"code": exc.code, "message": exc.message}}, status_code=429, headers={"retry-after": "1"}
-            )
+        started = await manager.start_run(name, body, idempotency_key=key)
         # A repeated Idempotency-Key answers with the run the first call started, in whatever form is asked for.
         run_id = started if isinstance(started, str) else started.id
         location = _run_url(request, run_id)
         headers = {"x-run-id": run_id, "location": location}
+        if format != "native" or compact:
+            reading = reading_for(RUN_PREFIX + run_id, format, compact, Cursor(), {})
+            return SubscriptionResponse(hub, RUN_PREFIX + run_id, None, headers, reading=reading)
         if "text/event-stream" in request.headers.get("accept", ""):
-            return SubscribeResponse(hub, RUN_PREFIX + run_id, 0, headers)  # type: ignore[return-value]
+            return SubscriptionResponse(hub, RUN_PREFIX + run_id, 0, headers)
         if "respond-async" in request.headers.get("prefer", "").lower():
             status = "running" if isinstance(started, Run) else run_document(await manager.info(run_id))["status"]
             return JSONResponse(
@@ -81,23 +69,27 @@ def agent_routes(hub: Hub) -> list[BaseRoute]:
                 headers={**headers, "preference-applied": "respond-async"},
             )
         info = await manager.wait(started) if isinstance(started, Run) else await manager.wait_for(run_id)
-        return JSONResponse(run_document(info, _prefix(request)), headers=headers)
+        return JSONResponse(run_document(info, mount_prefix(request)), headers=headers)
 
     async def get_run(request: Request) -> Response:
         info = await manager.info(request.path_params["run_id"])
-        return JSONResponse(run_document(info, _prefix(request)))
+        return JSONResponse(run_document(info, mount_prefix(request)))
 
     async def events(request: Request) -> Response:
         info = await manager.info(request.path_params["run_id"])
-        after = request_cursor(request)
         headers = {"x-run-id": request.path_params["run_id"]}
-        return SubscribeResponse(hub, info.name, after or 0, headers)  # type: ignore[return-value]
+        format, compact = request_format(request)
+        if format != "native" or compact:
+            reading = reading_for(info.name, format, compact, request_position(request) or Cursor(), info.meta)
+            return SubscriptionResponse(hub, info.name, None, headers, reading=reading)
+        after = request_cursor(request)
+        return SubscriptionResponse(hub, info.name, after or 0, headers)
 
     async def cancel(request: Request) -> Response:
         run_id = request.path_params["run_id"]
         before = await manager.info(run_id)
         info = await manager.cancel(run_id)
-        doc = run_document(info, _prefix(request))
+        doc = run_document(info, mount_prefix(request))
         return JSONResponse({"id": doc["id"], "status": doc["status"]}, status_code=200 if before.closed else 202)
 
     async def list_agents(request: Request) -> Response:

@@ -1,6 +1,6 @@
 """`GET /metrics`: the hub's counters in the Prometheus text format.
 
-The hot paths only bump plain integers on `Hub.stats`; the figures are read
+The hot paths only bump plain integers on `Hub.stats` (`ssehub.hub.Stats`); the figures are read
 when Prometheus scrapes, by a collector registered in a registry of the hub's
 own (not the process-wide default one, so several hubs in one process, as in
 tests, do not collide). With `--workers N` each process reports for itself.
@@ -9,8 +9,6 @@ tests, do not collide). With `--workers N` each process reports for itself.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,19 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-if TYPE_CHECKING:
-    from .hub import Hub
+from ..hub import Hub
 
-__all__ = ["Stats", "metrics_routes"]
-
-
-@dataclass
-class Stats:
-    """Counters since the hub started, bumped where things happen."""
-
-    events_published: int = 0
-    streams_opened: int = 0
-    resets_sent: int = 0
+__all__ = ["metrics_routes"]
 
 
 class _HubCollector(Collector):

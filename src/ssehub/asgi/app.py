@@ -1,0 +1,141 @@
+"""`create_app(hub)`: the HTTP interface of a hub, an ASGI app that can be mounted under any prefix.
+
+    /topics...                 topics.py       publish, subscribe, info, close, delete, list
+    /agents..., /runs/...      agents.py       agent runs
+    /chat/..., /ag-ui/...      chat.py         runs for useChat (the AI SDK) and AG-UI clients
+    /healthz                   here            liveness (503 while draining)
+    /readyz                    here            readiness: 503 while draining or while the store does not answer
+    /metrics                   metrics.py      Prometheus text format
+    /v1/stream/...             durable.py      the Durable Streams protocol (HubConfig.durable_prefix)
+    /_ssehub/...               static.py       the browser client and the demo's files
+
+Every error is JSON `{"error": {"code", "message"}}` with a 4xx/5xx status (errors.py).
+
+The two hot endpoints, publishing to a topic and subscribing to it, are what
+every token and every reader takes. `HubApp` recognises their paths with two
+string tests and calls them directly, without Starlette's router and middleware
+stack; everything else is a plain Starlette app behind it, whose state (`.state`)
+and lifespan are the app's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from ..exceptions import StoreUnavailable
+from ..hub import Hub
+from .access import log_access
+from .agents import agent_routes
+from .chat import chat_routes
+from .errors import EXCEPTION_HANDLERS, response_for
+from .metrics import metrics_routes
+from .static import client_routes
+from .topics import TopicEndpoints
+
+__all__ = ["HubApp", "create_app"]
+
+_PREFIX, _SUFFIX = "/topics/", "/events"
+
+
+def _route_path(scope: Scope) -> str:
+    # Mounted under a prefix, `path` is the full path and `root_path` the prefix (the ASGI convention
+    # Starlette's own routing follows).
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class HubApp:
+    """The ASGI app of a hub: the hot topic endpoints first, then the Starlette app `router`."""
+
+    def __init__(self, hub: Hub, router: Starlette, topics: TopicEndpoints, access_log: bool = False) -> None:
+        self.hub = hub
+        self.router = router
+        self.topics = topics
+        self.state = router.state
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.access_log and scope["type"] == "http":
+            await log_access(self._dispatch, scope, receive, send)
+        else:
+            await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX):
+                method = scope["method"]
+                if method in ("POST", "GET", "HEAD"):
+                    await self._topic_events(scope, receive, send, method, path[len(_PREFIX) : -len(_SUFFIX)])
+                    return
+        await self.router(scope, receive, send)
+
+    async def _topic_events(self, scope: Scope, receive: Receive, send: Send, method: str, topic: str) -> None:
+        request = Request(scope, receive)
+        try:
+            if method == "POST":
+                response = await self.topics.publish(request, topic)
+            else:
+                response = await self.topics.events(request, topic)
+        except Exception as exc:
+            response = response_for(exc, method, scope["path"])
+        await response(scope, receive, send)
+
+
+def create_app(
+    hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_hub: bool = True, access_log: bool = False
+) -> HubApp:
+    """The HTTP interface of `hub`. With `manage_hub`, the app's lifespan starts and stops the hub. With
+    `access_log`, every request and stream writes one line to the logger `ssehub.access` (see `access.py`)."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "draining" if hub.draining else "ok"}, status_code=503 if hub.draining else 200)
+
+    async def readyz(request: Request) -> Response:
+        # Whether to send traffic here: not while draining, not while the store is away.
+        if hub.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        try:
+            await hub.check_store()
+        except StoreUnavailable as exc:
+            return JSONResponse({"status": "store_unavailable", "message": exc.message}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not manage_hub:
+            yield
+            return
+        async with hub.lifespan(app):
+            yield
+
+    topics = TopicEndpoints(hub)
+    routes: list[BaseRoute] = [
+        *topics.routes(),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *agent_routes(hub),
+        *chat_routes(hub),
+        *client_routes(),
+        *metrics_routes(hub),
+        *(extra_routes or []),
+    ]
+    middleware = []
+    prefix = hub.config.durable_prefix
+    if prefix is not None:
+        from .durable import DurableStreams
+
+        timeout = hub.config.long_poll_timeout
+        middleware.append(Middleware(DurableStreams, hub=hub, prefix=prefix, long_poll_timeout=timeout))
+    router = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    router.state.hub = hub
+    return HubApp(hub, router, topics, access_log)

@@ -1,0 +1,199 @@
+"""The response that streams a topic to one subscriber: topics and runs alike, in any wire format.
+
+The native format without compaction takes the hub's fast path (`Subscription.chunks()`: the
+tail's cached frames, nothing parsed). Every other reading (`ai-sdk`, `ag-ui`, or native with
+``?compact=1``) is a `Reading`, which runs the subscriber loop of `ssehub.formats` over
+`Subscription.events()`: an encoder per response, fed from the log's first event when the
+format is stateful, so that `Last-Event-ID` resumes at any frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from .. import formats, sse
+from ..config import HubConfig
+from ..exceptions import SSEHubError
+from ..formats import Cursor, Encoder
+from ..hub import Gap, Hub, Subscription
+from ..runs import RUN_PREFIX
+from .access import STREAM_KEY
+from .errors import response_for
+from .responses import EventSourceResponse
+
+__all__ = ["AG_UI_META", "Reading", "SubscriptionResponse", "reading_for"]
+
+#: The key of a run's metadata that holds the ids its AG-UI readers see: {"thread_id", "run_id"}.
+#: A run started with AG-UI's RunAgentInput keeps the client's own; any other run shows its own id.
+AG_UI_META = "ag_ui"
+
+_KEEP_ALIVE = b": keep-alive\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How one subscriber reads a topic in a wire format (see `ssehub.formats`)."""
+
+    format: str
+    #: Where it resumes; None: at the live end, with the opening frames of what is in progress.
+    cursor: Cursor | None
+    #: Merge the deltas of what is read in pages; None: the format's default.
+    compact: bool | None = None
+    #: What is being read: the AI SDK message id, the AG-UI run id; `thread_id` is the AG-UI thread.
+    run_id: str = ""
+    thread_id: str | None = None
+
+    def encoder(self, after: Cursor) -> Encoder:
+        return formats.create(self.format, run_id=self.run_id, thread_id=self.thread_id, after=after)
+
+
+def reading_for(
+    topic: str, format: str, compact: bool | None, cursor: Cursor | None, meta: Mapping[str, Any]
+) -> Reading:
+    """The reading of `topic` (with its metadata `meta`) in `format`: a run shows its run id, a topic its name."""
+    run_id, thread_id = topic.removeprefix(RUN_PREFIX), None
+    ids = meta.get(AG_UI_META)
+    if format == "ag-ui" and isinstance(ids, dict):
+        run_id, thread_id = str(ids.get("run_id") or run_id), ids.get("thread_id")
+    return Reading(format, cursor, compact, run_id, thread_id)
+
+
+class SubscriptionResponse(Response):
+    """Holds a subscription for exactly as long as its response streams.
+
+    A reconnect at the end of a topic that has ended answers `204 No Content`,
+    which tells EventSource to stop reconnecting: there is nothing more, ever.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        topic: str,
+        after: int | None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        reading: Reading | None = None,
+    ) -> None:
+        # Response.__init__ is not called: the status and body are decided once the subscription is held.
+        self.hub, self.topic, self.after, self.headers_given = hub, topic, after, headers
+        self.reading = reading
+        self.status_code = 200
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        begun = False
+        config = self.hub.config
+        try:
+            async with self.hub.subscription(self.topic, self.after) as sub:
+                scope[STREAM_KEY] = sub  # for the access log
+                if self.reading is None:
+                    if sub.finished:
+                        await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
+                        return
+                    # No heartbeat of the response's own: the hub sends keep-alives from one clock for every stream.
+                    stream = EventSourceResponse(
+                        sub.chunks(), heartbeat=None, retry_ms=config.retry_ms, headers=self.headers_given
+                    )
+                    begun = True
+                    await stream(scope, receive, send)
+                    return
+                # Whether the reader gets anything is known once its encoder has caught up with the log: the
+                # frames are read up to the first output (or the live end) before the status is chosen.
+                async with contextlib.aclosing(_frames(sub, self.reading, config)) as frames:
+                    first = await anext(frames, None)
+                    if first is None:
+                        await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
+                        return
+                    headers = {**(self.headers_given or {}), **self.reading.encoder(Cursor()).headers}
+                    stream = EventSourceResponse(
+                        _starting_with(first, frames), heartbeat=None, retry_ms=config.retry_ms, headers=headers
+                    )
+                    begun = True
+                    await stream(scope, receive, send)
+        except SSEHubError as exc:
+            if begun:
+                raise  # the answer has begun: too late for an error status
+            # E.g. the store is unreachable: nothing has been sent yet, so say so, as any other endpoint would.
+            await response_for(exc, scope["method"], scope["path"])(scope, receive, send)
+
+
+async def _starting_with(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _frames(sub: Subscription, reading: Reading, config: HubConfig) -> AsyncGenerator[bytes, None]:
+    """The subscriber loop of `ssehub.formats` (its package docstring), over `Subscription.events()`.
+
+    Yields the bytes to write, and once, when it reaches the live end before it has anything
+    to send, an empty chunk: the response can begin. Yields nothing at all for a reader that
+    is at the end of a topic that has ended (a 204).
+    """
+    tail, cursor = sub.tail, reading.cursor
+    if not await sub.sync(0 if cursor is None else cursor.after):
+        yield sse.encode_retry(config.retry_ms)
+        return
+    last = tail.last_id
+    out = b""
+    join_at: int | None = None  # a reader with no cursor joins at the live end: the opening frames, then the rest
+    if cursor is None:
+        encoder, join_at = reading.encoder(Cursor(last)), last
+        start = 0 if encoder.stateful else last
+    elif cursor.after > last:
+        # Beyond the end (the topic was deleted and made anew, or never existed): start over, said aloud.
+        encoder = reading.encoder(Cursor())
+        out = encoder.reset(tail.first_id if last else 1, cursor.after)
+        start = encoder.last_id
+    else:
+        encoder = reading.encoder(cursor)
+        start = 0 if encoder.stateful else cursor.after
+    sub.cursor = start
+    compact, started = reading.compact, False
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    async with contextlib.aclosing(sub.events()) as items:
+        async for item in items:
+            idle = False
+            if isinstance(item, Gap):
+                out += encoder.reset(item.first_id, item.after)
+            elif item:
+                if join_at is not None:
+                    head = bisect.bisect_right(item, join_at, key=attrgetter("id"))
+                    out += encoder.encode(item[:head], compact=compact)
+                    if head < len(item) or encoder.last_id >= join_at:
+                        out, join_at = out + encoder.join(), None
+                    item = item[head:]
+                out += encoder.encode(item, compact=compact)
+            else:
+                idle = True
+                if join_at is not None:
+                    out, join_at = out + encoder.join(), None
+            if encoder.ended:
+                break
+            if out:
+                yield out
+                out, sent, started = b"", loop.time(), True
+            elif idle and not started:
+                started = True
+                yield b""
+            elif idle and loop.time() - sent >= config.heartbeat:
+                sent = loop.time()
+                yield _KEEP_ALIVE
+    if not encoder.ended and not tail.deleted:
+        if not sub.finished:
+            out += sse.encode_retry(config.retry_ms)  # drained, or the store is away: reconnect and resume
+        elif join_at is None:
+            out += encoder.close(tail.status)
+    if out:
+        yield out

@@ -1,0 +1,95 @@
+"""Structured log lines: one line per request, stream and run, as plain `key=value` text or as JSON.
+
+    log_fields(log, "stream", topic="t", after=0, events=12, bytes=3400, seconds=8.2, ended="closed")
+
+writes, with any formatter, a message that carries every field (`stream topic=t after=0 events=12 ...`),
+and keeps the fields on the record (`record.ssehub`), so that `JSONFormatter` can write them as one
+JSON object per line instead (`ssehub serve --log-format json`):
+
+    {"time": "2026-01-31T12:00:00.123Z", "level": "info", "logger": "ssehub.access", "msg": "stream",
+     "topic": "t", "after": 0, "events": 12, "bytes": 3400, "seconds": 8.2, "ended": "closed"}
+
+Lines that are not ours (uvicorn's, asyncio's) become `{"msg": "<their text>"}` with the same envelope,
+their traceback, if any, in `"exc"`. `configure` sets up the root logger for `ssehub serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["FORMATS", "JSONFormatter", "configure", "log_fields", "plain_fields"]
+
+FORMATS = ("plain", "json")
+_PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _plain_value(value: Any) -> str:
+    if isinstance(value, float):
+        value = round(value, 3)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Quoted only when a reader could not tell where the value ends.
+    if text == "" or any(c in text for c in ' "=\n\\'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def plain_fields(fields: Mapping[str, Any]) -> str:
+    """`key=value` pairs, in order; None values are left out."""
+    return " ".join(f"{key}={_plain_value(value)}" for key, value in fields.items() if value is not None)
+
+
+class _Fields:
+    """Rendered only if the line is written: a disabled logger costs no formatting."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return plain_fields(self.fields)
+
+
+def log_fields(logger: logging.Logger, what: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log the line `what` with its fields (see the module's docstring)."""
+    if logger.isEnabledFor(level):
+        kept = {k: v for k, v in fields.items() if v is not None}
+        logger.log(level, "%s %s", what, _Fields(kept), extra={"ssehub": {"msg": what, **kept}})
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg, then the line's own fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = record.created
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
+        line: dict[str, Any] = {"time": stamp, "level": record.levelname.lower(), "logger": record.name}
+        fields = getattr(record, "ssehub", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        else:
+            line["msg"] = record.getMessage()
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def configure(level: str = "info", fmt: str = "plain") -> None:
+    """Send every log line (ssehub's, uvicorn's, asyncio's) to standard error in the format `fmt`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_PLAIN))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's own loggers then write through this handler too (uvicorn is given no logging config).
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uv = logging.getLogger(name)
+        uv.handlers.clear()
+        uv.propagate = True
