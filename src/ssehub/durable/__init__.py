@@ -6,7 +6,7 @@
     messages   the bytes of an append as stored event data, and JSON mode's flatten and merge
     frames     the protocol's SSE dialect: `event: data` and `event: control`
 
-The HTTP surface built on them is `ssehub.durable_http`.
+The HTTP surface built on them is `ssehub.asgi.durable`.
 """
 
 from __future__ import annotations

@@ -191,7 +191,7 @@ class Store(ABC):
     # lives here: create with a configuration, append under conditions (Stream-Seq, idempotent producers,
     # close), expiry, soft delete, and the pins that forks hold on their sources. A fork shares its
     # source's history instead of copying it: its own events start at `base + 1` and ids up to `base` are
-    # read from the source, which may not be deleted for good while a fork pins it (see durable_http).
+    # read from the source, which may not be deleted for good while a fork pins it (see ssehub.asgi.durable).
     # Each operation touches one topic's state only, so it is one script on a Redis Cluster hash slot.
 
     @abstractmethod
