@@ -747,7 +747,11 @@ class RedisStore(Store):
         loop = asyncio.get_running_loop()
         backoff = 0.05
         check_at = 0.0  # when to compare the epochs of the followed logs: at once, then every block
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                # redis-py can swallow the CancelledError of a cancelled XREAD: aclose() would wait forever.
+                raise asyncio.CancelledError
             if not reader.topics:
                 reader.followed.clear()
                 await reader.followed.wait()
