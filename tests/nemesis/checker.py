@@ -152,7 +152,7 @@ def check_publishes(history: History) -> Verdict:
             elsewhere = _ids_of(epochs[candidates[-1]].logs.get(p.topic), payload)
             detail = (
                 f"{p.publisher} was acknowledged id {event_id} for {payload} at {p.end:.1f}s "
-                f"(after {p.attempts} attempt{'s' if p.attempts != 1 else ''}); "
+                f"(after {_attempts(p.attempts)}); "
                 f"{_where(epochs, candidates[-1])} holds {held or 'nothing'} at {event_id}"
             )
             if elsewhere:
@@ -168,6 +168,10 @@ def check_publishes(history: History) -> Verdict:
         lost=lost,
     )
     return verdict
+
+
+def _attempts(n: int) -> str:
+    return f"{n} attempt{'s' if n != 1 else ''}"
 
 
 def _payload(event: LoggedEvent | None) -> str | None:
@@ -224,7 +228,7 @@ def check_logs(history: History) -> Verdict:
                             "stored_twice",
                             f"{topic} ids {at}",
                             f"{payload} is stored {len(at)} times in {_where(epochs, index)}: one publish by "
-                            f"{p.publisher}, key {p.key}, {p.attempts} attempts, {answer}",
+                            f"{p.publisher}, key {p.key}, {_attempts(p.attempts)}, {answer}",
                         )
                     )
     verdict.figures["stored_twice"] = twice
@@ -292,7 +296,7 @@ def check_reader(reader: Reader, epochs: tuple[Epoch, ...]) -> tuple[list[Violat
                             name,
                             f"had read to id {cursor} of {_where(epochs, epoch)}, then was given id {d.id} of "
                             f"{_where(epochs, later)} with no event: reset before it"
-                            + (f" (ids 1..{d.id - 1} of the new log never shown)" if d.id > 1 else ""),
+                            + (f" (ids {_ranges(range(1, d.id))} of the new log never shown)" if d.id > 1 else ""),
                         )
                     )
                     fig.missed += d.id - 1

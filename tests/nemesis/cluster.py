@@ -50,6 +50,7 @@ class Config:
     demo_delay: float = 0.04
     node: bool = True
     max_events: int | None = None
+    drain: float = 30.0  # seconds the clients get to finish once the faults are over
     workdir: Path = field(default_factory=lambda: Path("nemesis-run"))
 
     @property
@@ -106,7 +107,7 @@ class Cluster:
             for _ in ports:
                 self.redis_proxies.append(await Proxy("redis", [self.redis.port]).start())
             stores = [f"redis://127.0.0.1:{p.port}/0" for p in self.redis_proxies]
-        store_ports = [p.port for p in self.redis_proxies] or [None] * len(ports)
+        store_ports: list[int | None] = [p.port for p in self.redis_proxies] or [None] * len(ports)
         self.hubs = [
             HubProcess(f"hub{i}", port, store, args, env, self.workdir.resolve(), store_port)
             for i, (port, store, store_port) in enumerate(zip(ports, stores, store_ports, strict=True))

@@ -4,8 +4,8 @@
     verdict = check(history)
 
 After the faults, every process is brought back and the load stops: publishers finish the call
-they are in (retrying until acknowledged, or giving up after `DRAIN` seconds), every run is read
-until it is terminal, every topic is closed, and every reader is given `DRAIN` seconds to read
+they are in (retrying until acknowledged, or giving up after `Config.drain` seconds), every run is read
+until it is terminal, every topic is closed, and every reader is given `Config.drain` seconds to read
 to the end and be told so. Then the logs are read back and the hubs sampled with no client left.
 """
 
@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import math
 import random
+import shutil
 import sys
 import time
 from collections.abc import Awaitable
@@ -28,9 +29,7 @@ from .faults import kinds_for, nemesis
 from .history import Answer, History, Reader
 from .workload import RUN_EVENTS, Publisher, PythonReader, RunStarter
 
-__all__ = ["DRAIN", "run_nemesis"]
-
-DRAIN = 30.0
+__all__ = ["run_nemesis"]
 
 
 async def run_nemesis(config: Config, command: str = "") -> History:
@@ -40,6 +39,8 @@ async def run_nemesis(config: Config, command: str = "") -> History:
     def clock() -> float:
         return time.monotonic() - t0
 
+    if config.workdir.exists():
+        shutil.rmtree(config.workdir)  # the run's own folder: a database left from an earlier run would mislead
     rng = random.Random(config.seed)
     kinds = list(config.kinds) or kinds_for(config.store, config.hub_count)
     cluster = Cluster(config, clock)
@@ -111,16 +112,16 @@ async def run_nemesis(config: Config, command: str = "") -> History:
         await cluster.heal()
         late.cancel()
         stop.set()
-        give_up = clock() + DRAIN
-        await _settle(asyncio.gather(*load, return_exceptions=True), DRAIN + 10)
-        runs = [run for s in starters for run in await s.settle(clock() + DRAIN)]
+        give_up = clock() + config.drain
+        await _settle(asyncio.gather(*load, return_exceptions=True), config.drain + 10)
+        runs = [run for s in starters for run in await s.settle(clock() + config.drain)]
         await _close_topics(cluster)
         readers = asyncio.gather(*tasks, return_exceptions=True)
         if cluster.node is not None:
-            await asyncio.gather(cluster.node.finish(DRAIN), _settle(readers, DRAIN))
+            await asyncio.gather(cluster.node.finish(config.drain), _settle(readers, config.drain))
             node_readers = cluster.node.readers(wall0)
         else:
-            await _settle(readers, DRAIN)
+            await _settle(readers, config.drain)
         logs = await cluster.read_logs(cluster.all_topics())
         sampler.cancel()
         await asyncio.sleep(1.5)  # the hubs notice the last disconnects

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -61,10 +62,14 @@ class Recorder(httpx.AsyncBaseTransport):
     def __init__(self, client: str, clock: Clock, answers: list[Answer]) -> None:
         self.client, self.clock, self.answers = client, clock, answers
         self.connections: list[list[float | None]] = []
+        self.sent: Counter[str] = Counter()  # requests sent, by idempotency key: retries included
         self._inner = httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         start = self.clock()
+        key = request.headers.get("idempotency-key")
+        if key is not None:
+            self.sent[key] += 1
         response = await self._inner.handle_async_request(request)
         if response.status_code >= 500:
             self.answers.append(
@@ -92,11 +97,6 @@ class Recorder(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _client(url: str, name: str, clock: Clock, answers: list[Answer]) -> tuple[ssehub.AsyncClient, Recorder]:
-    recorder = Recorder(name, clock, answers)
-    return ssehub.AsyncClient(url, transport=recorder, **CLIENT_OPTIONS), recorder
-
-
 class Publisher:
     def __init__(
         self,
@@ -111,10 +111,14 @@ class Publisher:
         self.name, self.url, self.topics, self.rate, self.rng, self.clock = name, url, topics, rate, rng, clock
         self.answers = answers
         self.publishes: list[Publish] = []
+        self._recorder = Recorder(name, clock, answers)
+
+    def _client(self) -> ssehub.AsyncClient:
+        return ssehub.AsyncClient(self.url, transport=self._recorder, **CLIENT_OPTIONS)
 
     async def run(self, stop: asyncio.Event, give_up: Callable[[], float]) -> None:
         """Publish until `stop`; the call in flight then goes on until acknowledged or `give_up()` passes."""
-        client, _ = _client(self.url, self.name, self.clock, self.answers)
+        client = self._client()
         seq = 0
         async with client:
             while not stop.is_set():
@@ -128,7 +132,7 @@ class Publisher:
 
     async def create(self, topics: list[str], give_up: Callable[[], float]) -> None:
         """One event in each topic."""
-        client, _ = _client(self.url, self.name, self.clock, self.answers)
+        client = self._client()
         async with client:
             for i, topic in enumerate(topics):
                 await self._publish(client, topic, f"{self.name}-{i}", (f"{self.name}.{i}.0",), give_up)
@@ -137,12 +141,10 @@ class Publisher:
         self, client: ssehub.AsyncClient, topic: str, key: str, payloads: tuple[str, ...], give_up: Callable[[], float]
     ) -> None:
         start = self.clock()
-        attempts = 0
         ids: tuple[int, ...] | None = None
         batch = [("message", {"k": p, "pad": "x" * self.rng.randint(0, 1500)}) for p in payloads]
         try:
             while ids is None:
-                attempts += 1
                 try:
                     if len(batch) == 1:
                         ids = (await client.publish(topic, *batch[0], idempotency_key=key),)
@@ -153,6 +155,7 @@ class Publisher:
                         return
                     await asyncio.sleep(0.2)
         finally:
+            attempts = self._recorder.sent[key]
             self.publishes.append(Publish(self.name, topic, key, payloads, start, self.clock(), ids, attempts))
 
 
@@ -163,10 +166,10 @@ class PythonReader:
         self.deliveries: list[Delivery] = []
         self.finished = False
         self.stalled_until = 0.0
-        self._recorder: Recorder | None = None
+        self._recorder = Recorder(name, clock, answers)
 
     async def run(self) -> None:
-        client, self._recorder = _client(self.url, self.name, self.clock, self.answers)
+        client = ssehub.AsyncClient(self.url, transport=self._recorder, **CLIENT_OPTIONS)
         cursor = self.after
         async with client:
             while True:
@@ -187,7 +190,7 @@ class PythonReader:
         self.stalled_until = self.clock() + seconds
 
     def history(self) -> Reader:
-        connections = tuple((a or 0.0, b) for a, b in self._recorder.connections) if self._recorder else ()
+        connections = tuple((a or 0.0, b) for a, b in self._recorder.connections)
         return Reader(
             self.name, "python", self.topic, self.after, self.start, tuple(self.deliveries), self.finished, connections
         )
