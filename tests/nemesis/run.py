@@ -46,13 +46,14 @@ async def run_nemesis(config: Config, command: str = "") -> History:
     cluster = Cluster(config, clock)
     answers: list[Answer] = []
     give_up = math.inf
-    tasks: list[asyncio.Task[Any]] = []
+    tasks: list[asyncio.Task[Any]] = []  # the readers
+    background: list[asyncio.Task[Any]] = []
     node_readers: list[Reader] = []
     try:
         await cluster.start()
         await asyncio.sleep(1.0)
         cluster.sample("baseline")
-        sampler = asyncio.create_task(cluster.sample_loop())
+        background.append(asyncio.create_task(cluster.sample_loop()))
         stop = asyncio.Event()
 
         def deadline() -> float:
@@ -106,11 +107,11 @@ async def run_nemesis(config: Config, command: str = "") -> History:
         publishers.append(setup)
         load = [asyncio.create_task(p.run(stop, deadline)) for p in publishers[:-1]]
         load += [asyncio.create_task(s.run(stop, attach, deadline)) for s in starters]
-        late = asyncio.create_task(_late_readers(cluster, config, rng, read))
+        background.append(asyncio.create_task(_late_readers(cluster, config, rng, read)))
 
         await nemesis(cluster, rng, config.duration, kinds)
         await cluster.heal()
-        late.cancel()
+        await _cancel(background[1:])  # no more late readers (the sampler goes on)
         stop.set()
         give_up = clock() + config.drain
         await _settle(asyncio.gather(*load, return_exceptions=True), config.drain + 10)
@@ -122,14 +123,13 @@ async def run_nemesis(config: Config, command: str = "") -> History:
             node_readers = cluster.node.readers(wall0)
         else:
             await _settle(readers, config.drain)
+        await _cancel(tasks)  # readers that have not finished by now never will
         logs = await cluster.read_logs(cluster.all_topics())
-        sampler.cancel()
+        await _cancel(background)
         await asyncio.sleep(1.5)  # the hubs notice the last disconnects
         cluster.sample("final")
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel(tasks + background)
         await cluster.aclose()
     return History(
         store=config.store if config.store == "sqlite" else f"redis ({config.persistence})",
@@ -147,6 +147,12 @@ async def run_nemesis(config: Config, command: str = "") -> History:
         samples=tuple(cluster.samples),
         incidents=tuple(i for hub in cluster.hubs for i in hub.incidents(wall0)),
     )
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _settle(awaitable: Awaitable[Any], timeout: float) -> None:

@@ -126,7 +126,10 @@ class Publisher:
                 topic = self.rng.choice(self.topics)
                 size = self.rng.choice((1, 1, 1, 1, 1, 1, 1, 2, 3, 5))  # mostly single events, some atomic batches
                 payloads = tuple(f"{self.name}.{seq}.{i}" for i in range(size))
-                await self._publish(client, topic, f"{self.name}-{seq}", payloads, give_up)
+                # Now and then an impatient caller: the client's own retries, then it gives up. What it
+                # sent may or may not be in the log (unacknowledged), but never twice.
+                impatient = self.rng.random() < 0.1
+                await self._publish(client, topic, f"{self.name}-{seq}", payloads, give_up, impatient=impatient)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.rng.expovariate(self.rate))
 
@@ -138,7 +141,14 @@ class Publisher:
                 await self._publish(client, topic, f"{self.name}-{i}", (f"{self.name}.{i}.0",), give_up)
 
     async def _publish(
-        self, client: ssehub.AsyncClient, topic: str, key: str, payloads: tuple[str, ...], give_up: Callable[[], float]
+        self,
+        client: ssehub.AsyncClient,
+        topic: str,
+        key: str,
+        payloads: tuple[str, ...],
+        give_up: Callable[[], float],
+        *,
+        impatient: bool = False,
     ) -> None:
         start = self.clock()
         ids: tuple[int, ...] | None = None
@@ -151,7 +161,7 @@ class Publisher:
                     else:
                         ids = tuple(await client.publish_many(topic, batch, idempotency_key=key))
                 except SSEHubError:
-                    if self.clock() > give_up():
+                    if impatient or self.clock() > give_up():
                         return
                     await asyncio.sleep(0.2)
         finally:
