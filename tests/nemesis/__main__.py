@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hubs", type=int, default=0, help="hubs (default: 1 on SQLite, 2 on Redis)")
     parser.add_argument(
         "--persistence",
-        choices=["always", "none"],
+        choices=["always", "everysec", "none"],
         default="always",
-        help="Redis: appendonly yes + appendfsync always (default), or no persistence (every restart loses the data)",
+        help="Redis: appendonly yes with appendfsync always (default) or everysec, or no persistence at all "
+        "(then every Redis restart loses the data)",
     )
     parser.add_argument("--kinds", default="", help=f"comma-separated fault kinds (default: all of {', '.join(KINDS)})")
     parser.add_argument("--publishers", type=int, default=4)

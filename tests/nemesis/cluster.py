@@ -44,7 +44,7 @@ class Config:
     late_readers: int = 4  # Python readers that join during the run, from a recent id
     run_every: float = 2.5  # seconds between runs started by each starter
     run_starters: int = 1
-    persistence: str = "always"  # Redis: "always" (appendonly yes, appendfsync always) or "none"
+    persistence: str = "always"  # Redis: appendonly yes with appendfsync "always" or "everysec"; or "none"
     kinds: tuple[str, ...] = ()  # the fault kinds to draw from; () for every kind the store has
     src: Path | None = None  # run the hubs from this source tree (e.g. a deliberately broken copy)
     demo_delay: float = 0.04
@@ -102,7 +102,8 @@ class Cluster:
         if config.store == "sqlite":
             stores = [f"sqlite:///{(self.workdir / 'hub.db').resolve()}"] * len(ports)
         else:
-            self.redis = RedisServer(self.workdir / "redis", persistent=config.persistence != "none")
+            fsync = None if config.persistence == "none" else config.persistence
+            self.redis = RedisServer(self.workdir / "redis", fsync=fsync)
             await self.redis.start()
             for _ in ports:
                 self.redis_proxies.append(await Proxy("redis", [self.redis.port]).start())
@@ -184,9 +185,15 @@ class Cluster:
         return [*self.topics, *(f"runs/{run_id}" for run_id in self.run_ids)]
 
     async def read_logs(self, topics: Iterable[str]) -> dict[str, TopicLog]:
-        """Every topic's whole log, read as a client would (JSON pages) from the first hub that answers."""
+        """Every topic's whole log, read as a client would (JSON pages) from a hub that answers.
+
+        Tried again and again (on each hub in turn) for a while: a hub may answer a 503 or two
+        after a fault, and the harness must not mistake that for the content of a log.
+        """
+        topics = list(topics)
         last: Exception | None = None
-        for hub in self.hubs:
+        for attempt in range(40):
+            hub = self.hubs[attempt % len(self.hubs)]
             if not hub.alive or hub.paused:
                 continue
             try:
@@ -195,6 +202,7 @@ class Cluster:
                 return {log.topic: log for log in found if log is not None}
             except httpx.HTTPError as exc:
                 last = exc
+                await asyncio.sleep(0.25)
         raise RuntimeError(f"no hub could read the logs: {last!r}")
 
     async def end_epoch(self) -> None:

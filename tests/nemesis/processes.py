@@ -200,9 +200,10 @@ class RedisServer(_Process):
 
     name = "redis"
 
-    def __init__(self, directory: Path, *, persistent: bool) -> None:
+    def __init__(self, directory: Path, *, fsync: str | None) -> None:
+        """`fsync`: "always" or "everysec" for an append-only file, None for no persistence at all."""
         super().__init__()
-        self.dir, self.persistent = directory, persistent
+        self.dir, self.fsync = directory, fsync
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
@@ -210,8 +211,8 @@ class RedisServer(_Process):
         """Start it and wait until it answers PING; returns when it did (time.monotonic())."""
         self.dir.mkdir(parents=True, exist_ok=True)
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir), "--save", ""]
-        if self.persistent:
-            cmd += ["--appendonly", "yes", "--appendfsync", "always"]
+        if self.fsync is not None:
+            cmd += ["--appendonly", "yes", "--appendfsync", self.fsync]
         else:
             cmd += ["--appendonly", "no"]
         cmd += ["--logfile", str(self.dir / "redis.log")]
