@@ -189,7 +189,10 @@ def _stored_anywhere(history: History, topic: str, payload: str) -> bool:
 def check_logs(history: History) -> Verdict:
     """Each log: contiguous ids, every event of a publisher topic sent by a publisher, and none stored twice."""
     verdict = Verdict()
-    sent: dict[str, Publish] = {payload: p for p in history.publishes for payload in p.payloads}
+    sent: defaultdict[str, list[Publish]] = defaultdict(list)  # payload -> the calls that sent it (repeats too)
+    for p in history.publishes:
+        for payload in p.payloads:
+            sent[payload].append(p)
     topics = _publisher_topics(history)
     epochs = _epochs(history)
     twice = 0
@@ -214,21 +217,24 @@ def check_logs(history: History) -> Verdict:
             for e in log.events:
                 positions[e.payload].append(e.id)
             for payload, at in positions.items():
-                p = sent.get(payload)
-                if p is None:
+                calls = sent.get(payload)
+                if not calls:
                     verdict.violations.append(
                         Violation("unknown_event", f"{topic} id {at[0]}", f"no publisher sent {payload!r}")
                     )
                     continue
                 if len(at) > 1:
                     twice += len(at) - 1
-                    answer = "unacknowledged" if p.ids is None else f"acknowledged as {list(p.ids)}"
+                    acks = [str(list(c.ids)) for c in calls if c.ids is not None]
+                    answer = f"acknowledged as {' and '.join(acks)}" if acks else "never acknowledged"
+                    p = calls[-1]
+                    how = "one call" if len(calls) == 1 else f"the same call made {len(calls)} times"
                     verdict.violations.append(
                         Violation(
                             "stored_twice",
                             f"{topic} ids {at}",
-                            f"{payload} is stored {len(at)} times in {_where(epochs, index)}: one publish by "
-                            f"{p.publisher}, key {p.key}, {_attempts(p.attempts)}, {answer}",
+                            f"{payload} is stored {len(at)} times in {_where(epochs, index)}: {how} by {p.publisher} "
+                            f"with key {p.key}, {_attempts(p.attempts)} in all, {answer}",
                         )
                     )
     verdict.figures["stored_twice"] = twice
@@ -365,8 +371,8 @@ def check_reader(reader: Reader, epochs: tuple[Epoch, ...]) -> tuple[list[Violat
         out.append(Violation("silent_reset", name, detail))
     elif behind and end > 0:
         out.append(Violation("incomplete", name, f"never read the new log, which ends at id {end}"))
-    elif behind:
-        pass  # its topic went with the store's data: told so, it waits for a topic that does not exist
+    elif final is None:
+        pass  # its topic went with the store's data (and it was told): it waits for a topic that does not exist
     elif not reader.finished:
         out.append(Violation("incomplete", name, f"never finished: it read to id {cursor} of {end}"))
     elif cursor != end:

@@ -125,9 +125,17 @@ def test_retried_publishes_stored_twice_are_reported_acknowledged_or_not() -> No
         ("stored_twice", "t ids [3, 4]"),
     ]
     assert violations[0].detail == (
-        "a1 is stored 2 times in the log: one publish by pub0, key key-a1, 3 attempts, acknowledged as [1]"
+        "a1 is stored 2 times in the log: one call by pub0 with key key-a1, 3 attempts in all, acknowledged as [1]"
     )
-    assert "unacknowledged" in violations[1].detail
+    assert violations[1].detail.endswith("1 attempt in all, never acknowledged")
+    repeated = history(
+        publishes=(pub("a1", 1), pub("a1", 2, attempts=2)),  # the same call again, answered with other ids
+        epochs=one_epoch(log("t", ["a1", "a1"])),
+    )
+    assert only(repeated, "stored_twice").detail == (
+        "a1 is stored 2 times in the log: the same call made 2 times by pub0 with key key-a1, 2 attempts in all, "
+        "acknowledged as [1] and [2]"
+    )
     assert check(h).figures["stored_twice"] == 2
 
 

@@ -51,7 +51,7 @@ async def test_nothing_lost_nothing_shown_twice_under_faults(store: str) -> None
     figures = verdict.figures
     assert set(figures["faults"]) == set(kinds_for(store, config.hub_count)), "every kind of fault, at least once"
     # The run was a real one: load on every kind of client, through the faults.
-    assert figures["acknowledged"] > 300, report
-    assert figures["delivered"].get("python", 0) > 1000 and figures["delivered"].get("node", 0) > 500, report
+    assert figures["acknowledged"] > 200, report
+    assert figures["delivered"].get("python", 0) > 500 and figures["delivered"].get("node", 0) > 200, report
     assert figures["runs"].get("completed", 0) > 0, report
     assert verdict.ok, report

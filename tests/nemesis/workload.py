@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -125,11 +125,15 @@ class Publisher:
                 seq += 1
                 topic = self.rng.choice(self.topics)
                 size = self.rng.choice((1, 1, 1, 1, 1, 1, 1, 2, 3, 5))  # mostly single events, some atomic batches
-                payloads = tuple(f"{self.name}.{seq}.{i}" for i in range(size))
+                batch = self._batch(f"{self.name}.{seq}.{i}" for i in range(size))
+                key = f"{self.name}-{seq}"
                 # Now and then an impatient caller: the client's own retries, then it gives up. What it
                 # sent may or may not be in the log (unacknowledged), but never twice.
                 impatient = self.rng.random() < 0.1
-                await self._publish(client, topic, f"{self.name}-{seq}", payloads, give_up, impatient=impatient)
+                acked = await self._publish(client, topic, key, batch, give_up, impatient=impatient)
+                if acked and self.rng.random() < 0.05:
+                    # And a caller whose answer was lost: the same call again, which must answer the same ids.
+                    await self._publish(client, topic, key, batch, give_up)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.rng.expovariate(self.rate))
 
@@ -138,21 +142,25 @@ class Publisher:
         client = self._client()
         async with client:
             for i, topic in enumerate(topics):
-                await self._publish(client, topic, f"{self.name}-{i}", (f"{self.name}.{i}.0",), give_up)
+                await self._publish(client, topic, f"{self.name}-{i}", self._batch([f"{self.name}.{i}.0"]), give_up)
+
+    def _batch(self, payloads: Iterable[str]) -> list[tuple[str, Any]]:
+        return [("message", {"k": p, "pad": "x" * self.rng.randint(0, 1500)}) for p in payloads]
 
     async def _publish(
         self,
         client: ssehub.AsyncClient,
         topic: str,
         key: str,
-        payloads: tuple[str, ...],
+        batch: list[tuple[str, Any]],
         give_up: Callable[[], float],
         *,
         impatient: bool = False,
-    ) -> None:
+    ) -> bool:
+        """One publish call, retried with its key until acknowledged; whether it was."""
         start = self.clock()
         ids: tuple[int, ...] | None = None
-        batch = [("message", {"k": p, "pad": "x" * self.rng.randint(0, 1500)}) for p in payloads]
+        payloads = tuple(data["k"] for _, data in batch)
         try:
             while ids is None:
                 try:
@@ -162,8 +170,9 @@ class Publisher:
                         ids = tuple(await client.publish_many(topic, batch, idempotency_key=key))
                 except SSEHubError:
                     if impatient or self.clock() > give_up():
-                        return
+                        return False
                     await asyncio.sleep(0.2)
+            return True
         finally:
             attempts = self._recorder.sent[key]
             self.publishes.append(Publish(self.name, topic, key, payloads, start, self.clock(), ids, attempts))
