@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from .history import Epoch, Fault, LoggedEvent, Outage, Sample, TopicLog, payload_of
+from .history import Clock, Epoch, Fault, LoggedEvent, Outage, Sample, TopicLog, payload_of
 from .processes import HubProcess, NodeReaders, RedisServer, free_port
 from .proxy import Proxy
 from .workload import PythonReader
 
 __all__ = ["Cluster", "Config"]
-
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 __all__ = [
     "Answer",
+    "Clock",
     "Delivery",
     "Epoch",
     "Fault",
@@ -38,6 +40,9 @@ __all__ = [
     "TopicLog",
     "payload_of",
 ]
+
+#: The run's clock: seconds since it started.
+Clock = Callable[[], float]
 
 #: The terminal event of a run, and the status it closes the run's topic with.
 TERMINAL_EVENTS = {"done": "completed", "error": "failed", "cancelled": "cancelled"}

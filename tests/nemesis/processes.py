@@ -18,7 +18,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,6 @@ __all__ = ["HubProcess", "NodeReaders", "RedisServer", "free_port", "scan_log"]
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "node" / "nemesis"
-
-Clock = Callable[[], float]
 
 
 def free_port() -> int:

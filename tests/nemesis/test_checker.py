@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +21,6 @@ from .history import (
     Run,
     Sample,
     TopicLog,
-    payload_of,
 )
 
 
@@ -402,28 +399,3 @@ def test_runs_lost_with_the_store_data_are_counted_not_blamed() -> None:
 def test_faults_are_counted_by_kind() -> None:
     faults = (Fault("hub_kill", "hub0", 1, 2), Fault("cut", "proxy", 3, 3.5), Fault("hub_kill", "hub1", 4, 5))
     assert check(history(faults=faults)).figures["faults"] == {"cut": 1, "hub_kill": 2}
-
-
-def test_a_history_survives_json(tmp_path: Path) -> None:
-    h = history(
-        publishes=LOST_PUBLISHES,
-        readers=(
-            Reader("n", "node", "t", None, 1.0, (Delivery(1, "message", "a1", 1.5),), True, ((1.0, 2.0), (2.5, None))),
-        ),
-        epochs=LOST,
-        runs=(Run("k", ("r1",), 1.0, "completed", "x", True),),
-        answers=(Answer("c", "GET", "/x", 503, 1, 2),),
-        samples=(Sample("hub0", 0, 1, 0.0, 1, 2, "baseline"),),
-        incidents=(Incident("hub0", "ERROR x"),),
-        faults=(Fault("cut", "p", 1, 2, "half"),),
-        outages=(Outage("redis", 1, 2),),
-    )
-    h.save(tmp_path / "h.json")
-    assert History.load(tmp_path / "h.json") == h
-    assert json.loads((tmp_path / "h.json").read_text())["epochs"][1]["end"] == "inf"
-
-
-def test_payload_identity() -> None:
-    assert payload_of('{"k":"pub1.7.0","pad":"xx"}') == "pub1.7.0"
-    assert payload_of('{"content":"tok"}') == '{"content":"tok"}'
-    assert payload_of("not json") == "not json"

@@ -25,11 +25,9 @@ import httpx
 import ssehub
 from ssehub import SSEHubError
 
-from .history import Answer, Delivery, Publish, Reader, Run, payload_of
+from .history import Answer, Clock, Delivery, Publish, Reader, Run, payload_of
 
 __all__ = ["Publisher", "PythonReader", "Recorder", "RunStarter", "publish_mid_body"]
-
-Clock = Callable[[], float]
 
 # Short client timeouts: a paused hub should look dead within seconds, so clients move on (to
 # another node, through the proxy) and their retries reach the hub while it is still paused.
