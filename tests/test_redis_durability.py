@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from conftest import RedisServer
 from ssehub.exceptions import InvalidInput
 from ssehub.stores.redis import durability_problems
+from support import RedisServer
 
 pytestmark = pytest.mark.redis
 

@@ -14,14 +14,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from support import ROOT
+
 from .checker import check
 from .cluster import Config
 from .faults import KINDS
 from .history import History
 from .report import table, write_report
 from .run import run_nemesis
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:

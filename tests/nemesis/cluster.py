@@ -20,8 +20,10 @@ from pathlib import Path
 
 import httpx
 
+from support import free_port
+
 from .history import Clock, Epoch, Fault, LoggedEvent, Outage, Sample, TopicLog, payload_of
-from .processes import HubProcess, NodeReaders, RedisServer, free_port
+from .processes import HubProcess, NodeReaders, RedisServer
 from .proxy import Proxy
 from .workload import PythonReader
 

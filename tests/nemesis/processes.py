@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -25,18 +24,13 @@ import httpx
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from support import ROOT, free_port
+
 from .history import Delivery, Incident, Reader, Sample, payload_of
 
-__all__ = ["HubProcess", "NodeReaders", "RedisServer", "free_port", "scan_log"]
+__all__ = ["HubProcess", "NodeReaders", "RedisServer", "scan_log"]
 
-ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "node" / "nemesis"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Process:

@@ -7,15 +7,16 @@ checker read and the hubs' logs are left in test-artifacts/nemesis/<store>/. For
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
 
+from support import ROOT, missing
+
 from .checker import check
 from .cluster import Config
 from .faults import kinds_for
-from .processes import ROOT, NodeReaders
+from .processes import NodeReaders
 from .report import table, write_report
 from .run import run_nemesis
 
@@ -25,20 +26,13 @@ SEED = 18
 DURATION = {"sqlite": 25.0, "redis": 45.0}  # seconds of faults; each kind once takes about that
 
 
-def need(missing: str | None) -> None:
-    if missing is None:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(missing)
-    pytest.skip(missing)
-
-
 @pytest.mark.timeout(360)
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 async def test_nothing_lost_nothing_shown_twice_under_faults(store: str) -> None:
-    need(NodeReaders.available())
-    if store == "redis":
-        need(None if shutil.which("redis-server") else "redis-server is not installed (apt-get install redis-server)")
+    if (why := NodeReaders.available()) is not None:
+        missing(why)
+    if store == "redis" and not shutil.which("redis-server"):
+        missing("redis-server is not installed (apt-get install redis-server)")
     workdir = ROOT / "test-artifacts" / "nemesis" / store
     config = Config(store=store, seed=SEED, duration=DURATION[store], drain=15.0, workdir=workdir)
     history = await run_nemesis(config, f"pytest tests/nemesis -k {store}")
