@@ -397,18 +397,25 @@ class Subscription:
         return frame
 
     async def sync(self, cursor: int) -> bool:
-        """Before reading from `cursor`: make sure the tail knows the topic's last id; False if the store is away.
+        """Before reading from `cursor`: make sure the tail agrees with the store; False if the store is away.
 
-        With a shared store, another node may have appended what this one's follower has not reported yet.
+        With a shared store, another node may have appended what this one's follower has not reported
+        yet; and a tail that other subscribers keep loaded may still describe a log the store has since
+        lost (a Redis restarted without its data), which its follower only notices with the next write:
+        then the tail starts over on the new log, and the reader gets a reset rather than a 204.
         """
         tail = self.tail
-        if cursor > tail.last_id and self.hub.store.shared:
-            try:
-                info = await self.hub.store.info(tail.name)
-            except StoreUnavailable:
-                return False
-            if info is not None:
-                tail.last_id = max(tail.last_id, info.last_id)
+        if not self.hub.store.shared or tail.deleted or (cursor <= tail.last_id and not tail.ended):
+            return True
+        try:
+            info = await self.hub.store.info(tail.name)
+        except StoreUnavailable:
+            return False
+        if info is None or (tail.epoch and info.epoch and info.epoch != tail.epoch):
+            if tail.last_id or tail.ended:
+                tail.restart(info.epoch if info is not None else "")
+        else:
+            tail.last_id = max(tail.last_id, info.last_id)
         return True
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -480,6 +487,9 @@ class Subscription:
         then send a retry hint). Unlike `chunks()`, it leaves a cursor beyond the end to the reader.
         """
         hub, tail, limit = self.hub, self.tail, self.hub.config.page_size
+        if not await self.sync(self.cursor):
+            self.ended = "store_unavailable"
+            return
         while not hub.draining:
             if self.generation != tail.generation:
                 # The store lost the log this cursor counts in: the new log from its start, said aloud.

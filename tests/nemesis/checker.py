@@ -362,7 +362,9 @@ def check_reader(reader: Reader, epochs: tuple[Epoch, ...]) -> tuple[list[Violat
     final = epochs[-1].logs.get(reader.topic)
     end = final.last_id if final is not None else 0
     behind = epoch != len(epochs) - 1  # still on a log the store has lost
-    if behind and cursor > 0 and told < epochs[epoch].end - 1.0:
+    if behind and _finished_before_loss(reader, epochs[epoch], cursor):
+        pass  # it had read all of a log that had ended, and was gone, before the store lost it
+    elif behind and cursor > 0 and told < epochs[epoch].end - 1.0:
         detail = (
             f"read to id {cursor} of {_where(epochs, epoch)} and was never told it was lost (no event: reset)"
             + (", then was answered as if it had read everything" if reader.finished else "")
@@ -382,6 +384,19 @@ def check_reader(reader: Reader, epochs: tuple[Epoch, ...]) -> tuple[list[Violat
         if closed is not None:
             fig.worst_reconnect = max(fig.worst_reconnect, reopened - closed)
     return out, fig
+
+
+def _finished_before_loss(reader: Reader, epoch: Epoch, cursor: int) -> bool:
+    log = epoch.logs.get(reader.topic)
+    closes = [closed for _, closed in reader.connections if closed is not None]
+    return (
+        reader.finished
+        and log is not None
+        and log.status != "open"
+        and cursor == log.last_id
+        and bool(closes)
+        and max(closes) <= epoch.end
+    )
 
 
 def check_readers(history: History) -> Verdict:

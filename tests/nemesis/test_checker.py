@@ -399,3 +399,14 @@ def test_runs_lost_with_the_store_data_are_counted_not_blamed() -> None:
 def test_faults_are_counted_by_kind() -> None:
     faults = (Fault("hub_kill", "hub0", 1, 2), Fault("cut", "proxy", 3, 3.5), Fault("hub_kill", "hub1", 4, 5))
     assert check(history(faults=faults)).figures["faults"] == {"cut": 1, "hub_kill": 2}
+
+
+def test_a_reader_that_finished_before_the_loss_was_not_harmed_by_it() -> None:
+    # A run read to its end (the log closed at id 3) before the store lost its data at 5.0 s.
+    ended = (Epoch(0.0, 5.0, {"t": log("t", ["a1", "a2", "a3"], status="completed")}), LOST[1])
+    deliveries = tuple(Delivery(i, "message", f"a{i}", 0.5 + i) for i in (1, 2, 3))
+    done = Reader("py0", "python", "t", 0, 0.5, deliveries, True, ((0.6, 3.6),))
+    assert check_reader(done, ended)[0] == []
+    # The same reader still reading when the log was lost, and then answered "finished", was harmed.
+    late = Reader("py0", "python", "t", 0, 0.5, deliveries, True, ((0.6, 3.6), (5.5, 5.6)))
+    assert [v.kind for v in check_reader(late, ended)[0]] == ["silent_reset"]

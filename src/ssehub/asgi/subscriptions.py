@@ -96,7 +96,8 @@ class SubscriptionResponse(Response):
             async with self.hub.subscription(self.topic, self.after) as sub:
                 scope[STREAM_KEY] = sub  # for the access log
                 if self.reading is None:
-                    if sub.finished:
+                    # A 204 is for good (EventSource stops): check the store first when another process shares it.
+                    if sub.finished and await sub.sync(sub.cursor) and sub.finished:
                         await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
                         return
                     # No heartbeat of the response's own: the hub sends keep-alives from one clock for every stream.
