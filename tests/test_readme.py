@@ -47,7 +47,7 @@ def test_every_block_is_run_here_or_marked_as_a_fragment() -> None:
     assert all(fragments) and len(fragments) == 2  # the set-up commands, the two-machine Redis example
     # Each runnable block is taken by one of the tests below.
     taken = len(runnable("python")) + len(runnable("bash")) + len(runnable("js"))
-    assert taken == len(found) - len(fragments) == 7
+    assert taken == len(found) - len(fragments) == 8
     first_screen = (ROOT / "README.md").read_text().split("## How it works")[0]
     assert "./scripts/serve" in first_screen and "./scripts/test" in first_screen and "--port" in first_screen
 
@@ -100,6 +100,18 @@ def test_the_shell_blocks_against_a_real_server(which: str, server: Start, tmp_p
         assert re.search(r"^\d+ done \{", done.stdout, re.M), done.stdout  # the run streamed to its end
     else:
         assert done.stdout.startswith('{"ids":[1]}') and "data: compiling" in done.stdout
+
+
+def test_the_token_block_against_a_hub_with_access_control(
+    server: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "a-secret-for-the-readme-token-block-0123456789"
+    srv = server("--store", "memory://", "--demo", "--jwt-secret", secret, env={"SSEHUB_DEMO_DELAY": "0"})
+    monkeypatch.setenv("SSEHUB_JWT_SECRET", secret)
+    (code,) = runnable("bash", "ssehub token")
+    done = bash(code, srv.url, tmp_path)
+    assert done.returncode == 0 and "event: done" in done.stdout, done.stdout + done.stderr
+    assert httpx.post(f"{srv.url}/agents/chat", json={"message": "hi"}, timeout=10).status_code == 401
 
 
 def test_the_python_client_block(server: Start, tmp_path: Path) -> None:

@@ -9,8 +9,9 @@
     │   └── UnsupportedMediaType
     ├── TopicNotFound           the topic (or run) does not exist
     ├── TopicClosed             publishing to a topic that was closed
-    ├── Unauthorized            missing or wrong credentials
-    │   └── Forbidden           (client side) the credentials do not allow this
+    ├── Unauthorized            missing or wrong credentials (401)
+    │   ├── TokenExpired        the token was valid and has expired: get a fresh one
+    │   └── Forbidden           valid credentials that do not allow this (403)
     ├── TooManyRequests         a limit on concurrent work was reached
     ├── StoreUnavailable        the store cannot be reached now; retry later
     ├── AgentError              an agent ends its run with a message meant for the client
@@ -37,6 +38,7 @@ __all__ = [
     "SSEHubError",
     "ServerError",
     "StoreUnavailable",
+    "TokenExpired",
     "TooManyRequests",
     "TopicClosed",
     "TopicNotFound",
@@ -117,6 +119,12 @@ class Unauthorized(SSEHubError):
 
     status = 401
     code = "unauthorized"
+
+
+class TokenExpired(Unauthorized):
+    """The token has expired; a client that can get a fresh one retries with it."""
+
+    code = "token_expired"
 
 
 class Forbidden(Unauthorized):
