@@ -110,8 +110,17 @@ SSE = {"accept": "text/event-stream"}
 JSON = {"accept": "application/json"}
 
 
+def chat_request(chat_id: str) -> dict[str, Any]:
+    return {"id": chat_id, "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]}
+
+
+def ag_ui_request(thread_id: str) -> dict[str, Any]:
+    return {"threadId": thread_id, "runId": "r1", "messages": [{"id": "m1", "role": "user", "content": "hi"}]}
+
+
 def rows(run: str, cancel_run: str) -> list[Row]:
     r = f"runs/{run}"
+    agent_only = {"agents": ["other"], "subscribe": ["**"], "publish": ["**"]}
     return [
         Row("publish", "POST", "/topics/p/events", {"publish": ["p"]}, {"subscribe": ["p"]}, kwargs={"json": {}}),
         Row("subscribe", "GET", "/topics/s/events?after=0", {"subscribe": ["s"]}, {"publish": ["s"]}, headers=SSE),
@@ -142,6 +151,18 @@ def rows(run: str, cancel_run: str) -> list[Row]:
             {"subscribe": [f"runs/{cancel_run}"]},
             ok=(200, 202),
         ),
+        Row("useChat", "POST", "/chat/chat", {"agents": ["chat"]}, agent_only, kwargs={"json": chat_request("c1")}),
+        Row("useChat resume", "GET", "/chat/chat/c0/stream", {"subscribe": ["chats/chat/*"]}, {"cancel": ["**"]}),
+        Row(
+            "useChat cancel",
+            "POST",
+            "/chat/chat/c0/cancel",
+            {"cancel": ["chats/**"]},
+            {"subscribe": ["chats/**"]},
+            ok=(200, 202),
+        ),
+        Row("AG-UI", "POST", "/ag-ui/chat", {"agents": ["chat"]}, agent_only, kwargs={"json": ag_ui_request("t1")}),
+        Row("AG-UI resume", "GET", "/ag-ui/chat/t0/stream", {"subscribe": ["threads/**"]}, {"subscribe": ["chats/**"]}),
         Row(
             "metrics",
             "GET",
@@ -159,6 +180,9 @@ def test_every_endpoint_refuses_no_credentials_and_the_wrong_right_and_takes_the
         publish(hub.url, topic)
     run = start_run(hub.url).json()["id"]
     cancel_run = start_run(hub.url).json()["id"]
+    for path, body in (("/chat/chat", chat_request("c0")), ("/ag-ui/chat", ag_ui_request("t0"))):
+        with httpx.stream("POST", hub.url + path, json=body, headers=ADMIN, timeout=10) as started:
+            assert started.status_code == 200 and started.headers["x-run-token"]
     for row in rows(run, cancel_run):
         what = f"{row.name}: {row.method} {row.path}"
         assert status_of(hub.url, row.method, row.path, row.headers, **row.kwargs) == 401, what
@@ -262,6 +286,44 @@ def test_the_subject_that_started_a_run_owns_it(server: Start) -> None:
     again = start_run(hub.url, alice, key="same-key")
     assert again.json()["id"] == run and again.json()["token"]
     assert httpx.post(f"{hub.url}/runs/{run}/cancel", headers=alice_later, timeout=10).status_code == 202
+
+
+def test_a_conversation_belongs_to_the_subject_that_started_it(server: Start) -> None:
+    hub = start_hub(server)
+    alice = bearer(token(agents=["chat"], sub="alice"))
+    bob = bearer(token(agents=["chat"], sub="bob"))
+    for path, body, stream in (
+        ("/chat/chat", chat_request("mine"), "/chat/chat/mine"),
+        ("/ag-ui/chat", ag_ui_request("mine"), "/ag-ui/chat/mine"),
+    ):
+        assert status_of(hub.url, "POST", path, alice, json=body) == 200
+        # Another subject can neither continue it (which would cancel alice's run), nor read it, nor stop it.
+        assert status_of(hub.url, "POST", path, bob, json=body) == 403
+        assert status_of(hub.url, "GET", f"{stream}/stream", bob) == 403
+        assert status_of(hub.url, "POST", f"{stream}/cancel", bob) == 403
+        assert status_of(hub.url, "GET", f"{stream}/stream", bearer(token(sub="alice"))) in (200, 204)
+        assert status_of(hub.url, "POST", f"{stream}/cancel", bearer(token(sub="alice"))) in (200, 202)
+        assert status_of(hub.url, "POST", path, alice, json=body) == 200  # and she may go on
+    # A conversation that does not exist: no way to tell it from somebody else's.
+    assert status_of(hub.url, "GET", "/chat/chat/nobody/stream", bob) == 403
+
+
+def test_formatted_streams_end_with_the_token(server: Start) -> None:
+    hub = start_hub(server, "--heartbeat", "0.4", "--retry", "250")
+    publish(hub.url, "fmt", 2)
+
+    async def read(query: str) -> Read:
+        async with httpx.AsyncClient(timeout=10) as client:
+            expiring = bearer(token(ttl=1, subscribe=["fmt"]))
+            return await read_sse(client, f"{hub.url}/topics/fmt/events?{query}", headers=expiring)
+
+    native = asyncio.run(read("after=0&compact=1"))
+    assert native.ended and native.events[-1].event == "auth_expired"
+    for query in ("format=ai-sdk", "format=ag-ui"):
+        other = asyncio.run(read(query))
+        # Their parsers know no auth_expired: the stream ends with a retry hint; the reconnect gets its 401.
+        assert other.status == 200 and other.ended and other.retry == 250, query
+        assert b"auth_expired" not in other.raw, query
 
 
 def test_credentials_from_the_header_in_any_case_the_query_or_the_cookie(server: Start) -> None:
