@@ -152,7 +152,14 @@ def rows(run: str, cancel_run: str) -> list[Row]:
             ok=(200, 202),
         ),
         Row("useChat", "POST", "/chat/chat", {"agents": ["chat"]}, agent_only, kwargs={"json": chat_request("c1")}),
-        Row("useChat resume", "GET", "/chat/chat/c0/stream", {"subscribe": ["chats/chat/*"]}, {"cancel": ["**"]}),
+        Row(
+            "useChat resume",
+            "GET",
+            "/chat/chat/c0/stream",
+            {"subscribe": ["chats/chat/*"]},
+            {"cancel": ["**"]},
+            ok=(200, 204),  # 204 once the run has ended
+        ),
         Row(
             "useChat cancel",
             "POST",
@@ -162,7 +169,14 @@ def rows(run: str, cancel_run: str) -> list[Row]:
             ok=(200, 202),
         ),
         Row("AG-UI", "POST", "/ag-ui/chat", {"agents": ["chat"]}, agent_only, kwargs={"json": ag_ui_request("t1")}),
-        Row("AG-UI resume", "GET", "/ag-ui/chat/t0/stream", {"subscribe": ["threads/**"]}, {"subscribe": ["chats/**"]}),
+        Row(
+            "AG-UI resume",
+            "GET",
+            "/ag-ui/chat/t0/stream",
+            {"subscribe": ["threads/**"]},
+            {"subscribe": ["chats/**"]},
+            ok=(200, 204),
+        ),
         Row(
             "metrics",
             "GET",

@@ -23,7 +23,7 @@ import ipaddress
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,8 +158,8 @@ def _loopback(host: str) -> bool:
 
 
 def check_exposure(options: ServeOptions) -> tuple[int, str]:
-    """The start-up log line about access control, and its level; InvalidInput when the hub would be open
-    to a network."""
+    """The start-up log line about access control, and its level (a warning for a network address with
+    --no-auth); InvalidInput when the hub would be open to a network without it."""
     policy = options.access.policy
     if policy.enabled:
         return logging.INFO, f"access control: {policy.describe()} (every endpoint but /healthz and the static files)"
@@ -170,8 +170,9 @@ def check_exposure(options: ServeOptions) -> tuple[int, str]:
                 "topic: configure --api-key or --jwt-secret, or pass --no-auth"
             )
         return logging.WARNING, f"--no-auth: anyone who reaches {options.host}:{options.port} may do anything"
+    # The safe default, said at start: information, not a warning (there is nothing to fix).
     return (
-        logging.WARNING,
+        logging.INFO,
         "no credentials configured, so listening on loopback only: anyone on this machine may do anything",
     )
 
@@ -194,7 +195,7 @@ def app_from_env() -> HubApp:
     return build_app(options)[1]
 
 
-def _serve_workers(options: ServeOptions) -> None:
+def _serve_workers(options: ServeOptions, announce: Callable[[], None]) -> None:
     store = open_store(options.store)
     if not store.shared:
         raise InvalidInput(
@@ -208,6 +209,7 @@ def _serve_workers(options: ServeOptions) -> None:
     print(
         f"ssehub serving {store!r} on http://{options.host}:{options.port} with {options.workers} workers", flush=True
     )
+    announce()
     _print_demo_url(options)
     uvicorn.run("ssehub.server:app_from_env", factory=True, workers=options.workers, **_uvicorn_options(options))
 
@@ -256,8 +258,7 @@ def serve(options: ServeOptions) -> None:
     if options.workers < 1:
         raise InvalidInput("--workers must be at least 1")
     if options.workers > 1:
-        log.log(level, exposure)
-        _serve_workers(options)
+        _serve_workers(options, lambda: log.log(level, exposure))
         return
     hub, app = build_app(options)
     config = uvicorn.Config(app, **_uvicorn_options(options))
