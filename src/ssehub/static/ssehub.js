@@ -63,13 +63,18 @@ async function errorOf(response) {
 function tokenSource(token) {
   const refreshable = typeof token === "function";
   let current = typeof token === "string" && token ? token : null, pending = null;
+  const stale = (refused) => refreshable && (current === null || current === refused);
   return {
     refreshable,
-    async get(stale = null) {
-      if (refreshable && (current === null || current === stale)) {
-        const refused = current;
+    /** The token at once when no fresh one is needed (null: none), else undefined: get() must ask. */
+    ready(refused = null) {
+      return stale(refused) ? undefined : current;
+    },
+    async get(refused = null) {
+      if (stale(refused)) {
+        const given = current;
         pending ??= Promise.resolve()
-          .then(() => token(refused))
+          .then(() => token(given))
           .finally(() => { pending = null; });
         const fresh = await pending;
         if (typeof fresh !== "string" || !fresh) throw new Error("the token function must return a non-empty string");
@@ -277,16 +282,19 @@ export function subscribe(url, handlers = {}, options = {}) {
       connect();
     });
   };
-  // Opens an EventSource from the cursor; with `stale`, after getting a token fresher than that one.
-  const connect = async (stale = null) => {
-    try {
-      token = await tokens.get(stale);
-    } catch {
+  // Opens an EventSource from the cursor; with `stale`, after getting a token fresher than that one (at once,
+  // in this task, when there is no token function to ask).
+  const connect = (stale = null) => {
+    const now = tokens.ready(stale);
+    if (now !== undefined) return open(now);
+    tokens.get(stale).then(open, () => {
       // No fresh token now (offline?): try again in a while, as EventSource would.
       setState("reconnecting");
       setTimeout(() => state !== "closed" && connect(stale), 2000);
-      return;
-    }
+    });
+  };
+  const open = (given) => {
+    token = given;
     if (state === "closed") return;
     const target = absolute(url);
     if (cursor.last !== null) target.searchParams.set("after", String(cursor.last));
