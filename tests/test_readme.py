@@ -123,7 +123,9 @@ def test_the_python_client_block(server: Start, tmp_path: Path) -> None:
 
 
 async def test_the_js_block_in_chromium(server: Start, context: Any) -> None:  # noqa: F811
-    srv = server("--store", "memory://", "--demo", env={"SSEHUB_DEMO_DELAY": "0"})
+    # The block closes its subscription when the run ends: the run takes a few seconds, as a real answer
+    # does, so that the subscription (a second connection) opens before it.
+    srv = server("--store", "memory://", "--demo", env={"SSEHUB_DEMO_DELAY": "0.03"})
     async with httpx.AsyncClient() as c:
         published = await c.post(
             f"{srv.url}/topics/build-42/events", json={"event": "log", "data": {"line": "compiling"}}
