@@ -312,20 +312,22 @@ async def test_publish_to_closed_topic_is_409(client: httpx.AsyncClient) -> None
     assert (await client.get("/topics/t")).json()["last_id"] == 1
 
 
-async def test_token_guards_changes_not_reads() -> None:
-    hub = Hub("memory://", HubConfig(token="s3cret"))
+async def test_token_guards_every_endpoint() -> None:
+    hub = Hub("memory://", HubConfig(token="s3cret-0123456789"))
     async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url) as c:
         r = await c.post("/topics/t/events", json={"data": 1})
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         assert r.headers["www-authenticate"] == "Bearer"
         r = await c.post("/topics/t/events", json={"data": 1}, headers={"authorization": "Bearer wrong"})
         assert r.status_code == 401
-        ok = {"authorization": "Bearer s3cret"}
+        ok = {"authorization": "Bearer s3cret-0123456789"}
         assert (await c.post("/topics/t/events", json={"data": 1}, headers=ok)).json() == {"ids": [1]}
-        assert (await c.get("/topics/t")).status_code == 200
+        assert (await c.get("/topics/t")).status_code == 401
+        assert (await c.get("/topics/t", headers=ok)).status_code == 200
         assert (await c.delete("/topics/t")).status_code == 401
         assert (await c.post("/topics/t/close")).status_code == 401
         assert (await c.delete("/topics/t", headers=ok)).status_code == 200
+        assert (await c.get("/healthz")).status_code == 200
 
 
 async def test_mounted_under_a_prefix() -> None:

@@ -83,11 +83,13 @@ def test_publish_and_tail_from_a_shell(server: Start) -> None:
 
 
 def test_clear_errors(server: Start) -> None:
-    srv = server("--store", "memory://", "--token", "s3cret")
+    srv = server("--store", "memory://", "--token", "s3cret-0123456789")
     nowhere = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(ssehub("topics", url=nowhere), "topics", f"cannot reach {nowhere}: connection refused")
     assert_one_line_error(ssehub("tail", "t", url=nowhere), "tail", "connection refused")
-    assert_one_line_error(ssehub("tail", "missing", url=srv.url), "tail", "no topic 'missing'")
+    assert_one_line_error(ssehub("tail", "missing", url=srv.url), "tail", "needs credentials")
+    missing = ssehub("tail", "missing", "--token", "s3cret-0123456789", url=srv.url)
+    assert_one_line_error(missing, "tail", "no topic 'missing'")
     assert_one_line_error(ssehub("publish", "t", "x", url=srv.url), "publish", "Bearer")
     assert_one_line_error(ssehub("publish", "bad topic!", "x", url=srv.url), "publish", "invalid topic name")
     assert_one_line_error(ssehub("publish", "t", "x", "--event", "no spaces", url=srv.url), "publish", "event name")
@@ -98,7 +100,7 @@ def test_clear_errors(server: Start) -> None:
         [sys.executable, "-m", "ssehub", "publish", "t", "x", "--url", srv.url],
         capture_output=True,
         text=True,
-        env={**os.environ, "SSEHUB_TOKEN": "s3cret"},
+        env={**os.environ, "SSEHUB_TOKEN": "s3cret-0123456789"},
         timeout=60,
     )
     assert (env_token.returncode, env_token.stdout) == (0, "1\n"), env_token.stderr

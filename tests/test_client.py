@@ -216,8 +216,11 @@ async def test_live_subscribe_reset_and_idempotency_key(server: Start) -> None:
 
 
 async def test_typed_errors(server: Start) -> None:
-    srv = server("--store", "memory://", "--token", "s3cret", "--max-event-bytes", "100")
-    async with AsyncClient(srv.url, token="s3cret") as client, AsyncClient(srv.url, token="wrong") as intruder:
+    srv = server("--store", "memory://", "--token", "s3cret-0123456789", "--max-event-bytes", "100")
+    async with (
+        AsyncClient(srv.url, token="s3cret-0123456789") as client,
+        AsyncClient(srv.url, token="wrong") as intruder,
+    ):
         with pytest.raises(TopicNotFound):
             await client.topic("nope")
         with pytest.raises(TopicNotFound):

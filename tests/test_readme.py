@@ -47,7 +47,7 @@ def test_every_block_is_run_here_or_marked_as_a_fragment() -> None:
     assert all(fragments) and len(fragments) == 2  # the set-up commands, the two-machine Redis example
     # Each runnable block is taken by one of the tests below.
     taken = len(runnable("python")) + len(runnable("bash")) + len(runnable("js"))
-    assert taken == len(found) - len(fragments) == 7
+    assert taken == len(found) - len(fragments) == 8
     first_screen = (ROOT / "README.md").read_text().split("## How it works")[0]
     assert "./scripts/serve" in first_screen and "./scripts/test" in first_screen and "--port" in first_screen
 
@@ -102,6 +102,18 @@ def test_the_shell_blocks_against_a_real_server(which: str, server: Start, tmp_p
         assert done.stdout.startswith('{"ids":[1]}') and "data: compiling" in done.stdout
 
 
+def test_the_token_block_against_a_hub_with_access_control(
+    server: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "a-secret-for-the-readme-token-block-0123456789"
+    srv = server("--store", "memory://", "--demo", "--jwt-secret", secret, env={"SSEHUB_DEMO_DELAY": "0"})
+    monkeypatch.setenv("SSEHUB_JWT_SECRET", secret)
+    (code,) = runnable("bash", "ssehub token")
+    done = bash(code, srv.url, tmp_path)
+    assert done.returncode == 0 and "event: done" in done.stdout, done.stdout + done.stderr
+    assert httpx.post(f"{srv.url}/agents/chat", json={"message": "hi"}, timeout=10).status_code == 401
+
+
 def test_the_python_client_block(server: Start, tmp_path: Path) -> None:
     srv = server("--store", "memory://")
     script = tmp_path / "client.py"
@@ -111,7 +123,9 @@ def test_the_python_client_block(server: Start, tmp_path: Path) -> None:
 
 
 async def test_the_js_block_in_chromium(server: Start, context: Any) -> None:  # noqa: F811
-    srv = server("--store", "memory://", "--demo", env={"SSEHUB_DEMO_DELAY": "0"})
+    # The block closes its subscription when the run ends: the run takes a few seconds, as a real answer
+    # does, so that the subscription (a second connection) opens before it.
+    srv = server("--store", "memory://", "--demo", env={"SSEHUB_DEMO_DELAY": "0.03"})
     async with httpx.AsyncClient() as c:
         published = await c.post(
             f"{srv.url}/topics/build-42/events", json={"event": "log", "data": {"line": "compiling"}}

@@ -1,5 +1,5 @@
-"""The `ssehub` command line: `ssehub serve`, and the client commands (`tail`, `publish`, `topics`, `info`,
-`close`, `delete`, `run`, `cancel`).
+"""The `ssehub` command line: `ssehub serve`, the client commands (`tail`, `publish`, `topics`, `info`,
+`close`, `delete`, `run`, `cancel`), and `ssehub token`, which mints a signed token.
 
 Every failure is one line on standard error, `ssehub COMMAND: what went wrong`, and an exit code
 (`EXIT_CODES`, printed by `ssehub --help`).
@@ -11,6 +11,9 @@ import argparse
 import json
 import os
 import queue
+import re
+import shlex
+import subprocess
 import sys
 import threading
 import time
@@ -62,7 +65,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             "help": f"{option.help} (${option.env}{default})",
         }
         if option.flag:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            # `--no-auth` is a negation already: a plain switch, not --no-auth / --no-no-auth.
+            kwargs["action"] = "store_true" if option.name.startswith("no-") else argparse.BooleanOptionalAction
         else:
             kwargs["metavar"] = option.metavar or option.name.split("-")[-1].upper()
             if option.repeat:
@@ -88,13 +92,38 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=_env("URL", DEFAULT_URL), help=f"the hub's base URL (default {DEFAULT_URL})")
-    p.add_argument("--token", default=os.environ.get("SSEHUB_TOKEN"), help="bearer token (default $SSEHUB_TOKEN)")
+    p.add_argument(
+        "--token", default=os.environ.get("SSEHUB_TOKEN"), help="an API key or token (default $SSEHUB_TOKEN)"
+    )
+    p.add_argument(
+        "--token-command",
+        default=os.environ.get("SSEHUB_TOKEN_COMMAND"),
+        metavar="COMMAND",
+        help="a command that prints a fresh token, run again when the hub says the token expired "
+        "(default $SSEHUB_TOKEN_COMMAND)",
+    )
+
+
+def _token_command(command: str) -> Callable[[], str]:
+    def fresh() -> str:
+        try:
+            done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            raise InvalidInput(f"--token-command: {exc}") from None
+        token = done.stdout.strip()
+        if done.returncode != 0 or not token:
+            detail = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}, no token printed"]
+            raise InvalidInput(f"--token-command failed: {detail[0]}")
+        return token
+
+    return fresh
 
 
 def _client(args: argparse.Namespace) -> Any:
     from .client import Client
 
-    return Client(args.url, token=args.token)
+    token: Any = _token_command(args.token_command) if args.token_command else args.token
+    return Client(args.url, token=token)
 
 
 def _non_negative(text: str) -> int:
@@ -401,6 +430,78 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- tokens -------------------------------------------------------------------------------------------------
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    match = _DURATION.fullmatch(text.strip())
+    seconds = float(match[1]) * _UNITS[match[2]] if match else 0.0
+    if seconds <= 0 or seconds > 366 * 86400:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 90, 90s, 30m, 1h or 7d, got {text!r}")
+    return seconds
+
+
+def _add_token(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "token",
+        help="mint a signed token (for development, or a back end without a JWT library)",
+        description=(
+            "Print a JWT for a hub started with the same --jwt-secret (or, with --private-key, the public key of "
+            "that key pair). Patterns: * matches within one path segment, ** across segments."
+        ),
+    )
+    p.add_argument("--subscribe", action="append", default=[], metavar="PATTERN", help="topics it may read")
+    p.add_argument("--publish", action="append", default=[], metavar="PATTERN", help="topics it may write")
+    p.add_argument("--cancel", action="append", default=[], metavar="PATTERN", help="run topics it may cancel")
+    p.add_argument("--agents", action="append", default=[], metavar="NAME", help="agents it may start")
+    p.add_argument("--sub", help="the subject: the runs it starts are its own")
+    p.add_argument("--ttl", type=_duration, default=3600.0, help="how long it is valid: 90s, 30m, 1h, 7d (default 1h)")
+    p.add_argument("--audience", default=os.environ.get("SSEHUB_JWT_AUDIENCE"), help="aud ($SSEHUB_JWT_AUDIENCE)")
+    p.add_argument("--issuer", default=os.environ.get("SSEHUB_JWT_ISSUER"), help="iss ($SSEHUB_JWT_ISSUER)")
+    p.add_argument("--secret", default=os.environ.get("SSEHUB_JWT_SECRET"), help="HS256 secret ($SSEHUB_JWT_SECRET)")
+    p.add_argument(
+        "--private-key", metavar="FILE", help="sign with this PEM private key instead (needs ssehub[crypto])"
+    )
+    p.add_argument("--algorithm", help="HS256 (default with --secret), RS256 (default with an RSA key), ES256, ...")
+    p.set_defaults(run=_token)
+
+
+def _token(args: argparse.Namespace) -> int:
+    from .access import load_private_key, mint_token
+
+    key: Any
+    if args.private_key:
+        try:
+            with open(args.private_key, "rb") as f:
+                pem = f.read()
+        except OSError as exc:
+            raise InvalidInput(f"--private-key: cannot read {args.private_key}: {exc.strerror or exc}") from None
+        key, algorithm = load_private_key(pem)
+        algorithm = args.algorithm or algorithm
+    elif args.secret:
+        key, algorithm = args.secret, args.algorithm or "HS256"
+    else:
+        raise InvalidInput("give --secret (or $SSEHUB_JWT_SECRET), or --private-key FILE")
+    token = mint_token(
+        key,
+        subscribe=args.subscribe,
+        publish=args.publish,
+        cancel=args.cancel,
+        agents=args.agents,
+        subject=args.sub,
+        ttl=args.ttl,
+        audience=args.audience,
+        issuer=args.issuer,
+        algorithm=algorithm,
+    )
+    print(token)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     codes = "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items())
     p = argparse.ArgumentParser(
@@ -417,6 +518,7 @@ def parser() -> argparse.ArgumentParser:
     _add_topics(sub)
     _add_topic_commands(sub)
     _add_run_commands(sub)
+    _add_token(sub)
     return p
 
 

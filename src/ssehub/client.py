@@ -11,19 +11,24 @@ order. Every publish carries an ``Idempotency-Key``, so retrying it after a time
 never append the same event twice.
 
 `Client` offers the same methods to synchronous code (scripts, notebooks, the CLI).
+
+A token may be a string, or a function (plain or async) that returns a fresh one: the client
+calls it when it first needs a token, again when the hub answers 401, and when a stream ends
+with ``event: auth_expired`` (the token expired mid-stream), then resumes from its last id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import json
 import os
 import random
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -42,6 +47,7 @@ from .exceptions import (
     ServerError,
     SSEHubError,
     StoreUnavailable,
+    TokenExpired,
     TooManyRequests,
     TopicClosed,
     TopicNotFound,
@@ -51,9 +57,12 @@ from .exceptions import (
 )
 from .sse import Decoder, ServerSentEvent
 
-__all__ = ["DEFAULT_URL", "AsyncClient", "Client", "TopicState"]
+__all__ = ["DEFAULT_URL", "AsyncClient", "Client", "TokenSource", "TopicState"]
 
 T = TypeVar("T")
+
+#: A function that returns a fresh token (or a coroutine that does).
+TokenSource = Callable[[], "str | Awaitable[str]"]
 
 # Answers that say "not now" rather than "never": worth another try.
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -69,6 +78,7 @@ _BY_CODE: dict[str, type[SSEHubError]] = {
         TopicNotFound,
         TopicClosed,
         Unauthorized,
+        TokenExpired,
         Forbidden,
         TooManyRequests,
         StoreUnavailable,
@@ -187,7 +197,8 @@ def _body(payload: Any) -> bytes:
 class AsyncClient:
     """An ssehub server, seen from asyncio code.
 
-    ``token`` is sent as ``Authorization: Bearer``. ``timeout`` bounds each request (and the
+    ``token`` is sent as ``Authorization: Bearer``: a string, or a function returning a fresh one
+    (called again on a 401 and when a stream's token expires). ``timeout`` bounds each request (and the
     connect of a subscription); ``read_timeout`` is how long a subscription may stay silent
     before it is considered dead and resumed on a new connection: keep it above the server's
     heartbeat. Requests that failed in a way a retry can fix (timeouts, 5xx, 429) are tried
@@ -200,7 +211,7 @@ class AsyncClient:
         self,
         base_url: str = DEFAULT_URL,
         *,
-        token: str | None = None,
+        token: str | TokenSource | None = None,
         timeout: float = 10.0,
         read_timeout: float = 60.0,
         retries: int = 4,
@@ -216,8 +227,8 @@ class AsyncClient:
         self.max_delay = max_delay
         self._stream_timeout = httpx.Timeout(timeout, read=read_timeout)
         headers = {"user-agent": f"ssehub/{__version__}"}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
+        self._token_source = token if callable(token) else None
+        self._token = token if isinstance(token, str) and token else None
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport, follow_redirects=True
         )
@@ -233,6 +244,23 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    # -- credentials -----------------------------------------------------------------------------------------
+
+    async def _auth(self, stale: str | None = None) -> dict[str, str]:
+        """The Authorization header; with `stale` (the token the hub refused), a fresh token if there is a source."""
+        if self._token_source is not None and (self._token is None or self._token == stale):
+            fresh = self._token_source()
+            if inspect.isawaitable(fresh):
+                fresh = await fresh
+            if not isinstance(fresh, str) or not fresh:
+                raise InvalidInput("the token function must return a non-empty string")
+            self._token = fresh
+        return {"authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def _refreshable(self, response: httpx.Response, sent: str | None) -> bool:
+        """A 401 that a fresh token may fix: there is a source, and the refused token is the current one."""
+        return response.status_code == 401 and self._token_source is not None and sent is not None
+
     # -- requests --------------------------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
@@ -243,9 +271,13 @@ class AsyncClient:
         are retried only for idempotent requests (which includes every publish: its key).
         """
         failures = 0
+        refreshed = False
+        given = kwargs.pop("headers", None) or {}
+        stale: str | None = None
         while True:
+            headers = {**given, **await self._auth(stale)}
             try:
-                response = await self._http.request(method, path, **kwargs)
+                response = await self._http.request(method, path, headers=headers, **kwargs)
             except httpx.TransportError as exc:
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if failures >= self.retries or not (idempotent or unsent):
@@ -253,6 +285,10 @@ class AsyncClient:
             else:
                 if response.status_code < 400:
                     return response
+                if not refreshed and self._refreshable(response, self._token):
+                    # Refused before anything was done: safe to send again, with a fresh token, at once.
+                    refreshed, stale = True, self._token
+                    continue
                 if failures >= self.retries or not idempotent or response.status_code not in _RETRYABLE_STATUS:
                     raise _error(response)
             failures += 1
@@ -412,28 +448,34 @@ class AsyncClient:
         decoder = Decoder()
         failures = 0
         connected = False
+        stale: str | None = None  # the token the hub said was expired or refused
+        refused = False
         while True:
-            progress = clean = False
+            progress = clean = expired = False
+            headers = {"accept": "text/event-stream", "last-event-id": str(cursor), **await self._auth(stale)}
+            sent, stale = self._token, None
             try:
-                async with self._http.stream(
-                    "GET",
-                    path,
-                    headers={"accept": "text/event-stream", "last-event-id": str(cursor)},
-                    timeout=self._stream_timeout,
-                ) as response:
+                async with self._http.stream("GET", path, headers=headers, timeout=self._stream_timeout) as response:
                     if response.status_code == 204:
                         return  # the topic is closed and we have read all of it
                     if response.status_code != 200:
                         await response.aread()
+                        if not refused and self._refreshable(response, sent):
+                            refused, stale = True, sent
+                            continue  # once: a fresh token that is refused too is an answer
                         if response.status_code not in _RETRYABLE_STATUS:
                             raise _error(response)
                     else:
+                        refused = False
                         media = response.headers.get("content-type", "").split(";")[0].strip().lower()
                         if media != "text/event-stream":
                             raise ServerError(f"{response.request.url} answered {media!r}, not an event stream")
                         connected = True
                         async for chunk in response.aiter_bytes():
                             for sse in decoder.feed(chunk):
+                                if sse.event == "auth_expired":
+                                    expired = True  # the hub ends the stream next; not the caller's event
+                                    continue
                                 event = _event(sse)
                                 if event.event == "reset":
                                     # The log restarts at event.id + 1: go on from there.
@@ -450,6 +492,10 @@ class AsyncClient:
                     raise _transport_error(self.base_url, exc) from exc
             finally:
                 decoder.close()
+            if expired:
+                # The token ran out mid-stream: with a fresh one (if there is a source), go on from the cursor now.
+                stale = sent
+                continue
             # A stream that ended on its own after new events: the topic closed (the next request
             # answers 204) or the server is draining: ask again at once, then back off.
             if clean and progress:

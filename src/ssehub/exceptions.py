@@ -11,8 +11,9 @@
     ├── TopicClosed             publishing to a topic that was closed
     ├── Conflict                the request contradicts the resource's state (Durable Streams: a 409)
     ├── Gone                    the resource is gone for good, or the history asked for is (a 410)
-    ├── Unauthorized            missing or wrong credentials
-    │   └── Forbidden           (client side) the credentials do not allow this
+    ├── Unauthorized            missing or wrong credentials (401)
+    │   ├── TokenExpired        the token was valid and has expired: get a fresh one
+    │   └── Forbidden           valid credentials that do not allow this (403)
     ├── TooManyRequests         a limit on concurrent work was reached
     ├── StoreUnavailable        the store cannot be reached now; retry later
     ├── AgentError              an agent ends its run with a message meant for the client
@@ -41,6 +42,7 @@ __all__ = [
     "SSEHubError",
     "ServerError",
     "StoreUnavailable",
+    "TokenExpired",
     "TooManyRequests",
     "TopicClosed",
     "TopicNotFound",
@@ -135,6 +137,12 @@ class Unauthorized(SSEHubError):
 
     status = 401
     code = "unauthorized"
+
+
+class TokenExpired(Unauthorized):
+    """The token has expired; a client that can get a fresh one retries with it."""
+
+    code = "token_expired"
 
 
 class Forbidden(Unauthorized):

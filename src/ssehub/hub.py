@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import json
 import logging
+import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -367,7 +368,8 @@ class Subscription:
 
     What it did is kept for the access log: `after` (where it started), `events_sent` (how many it sent) and
     `ended`, why `chunks()` stopped: `closed` (the topic ended and was read to its end), `deleted`,
-    `draining` (the server is stopping), `store_unavailable`; None while it runs, or when the client left.
+    `draining` (the server is stopping), `store_unavailable`, `auth_expired` (the subscriber's token
+    expired); None while it runs, or when the client left.
     """
 
     def __init__(self, hub: Hub, tail: Tail, cursor: int) -> None:
@@ -397,21 +399,42 @@ class Subscription:
         return frame
 
     async def sync(self, cursor: int) -> bool:
-        """Before reading from `cursor`: make sure the tail knows the topic's last id; False if the store is away.
+        """Before reading from `cursor`: make sure the tail agrees with the store; False if the store is away.
 
-        With a shared store, another node may have appended what this one's follower has not reported yet.
+        With a shared store, another node may have appended what this one's follower has not reported
+        yet; and a tail that other subscribers keep loaded may still describe a log the store has since
+        lost (a Redis restarted without its data), which its follower only notices with the next write:
+        then the tail starts over on the new log, and the reader gets a reset rather than a 204.
         """
         tail = self.tail
-        if cursor > tail.last_id and self.hub.store.shared:
-            try:
-                info = await self.hub.store.info(tail.name)
-            except StoreUnavailable:
-                return False
-            if info is not None:
-                tail.last_id = max(tail.last_id, info.last_id)
+        if not self.hub.store.shared or tail.deleted or (cursor <= tail.last_id and not tail.ended):
+            return True
+        try:
+            info = await self.hub.store.info(tail.name)
+        except StoreUnavailable:
+            return False
+        if info is None or (tail.epoch and info.epoch and info.epoch != tail.epoch):
+            if tail.last_id or tail.ended:
+                tail.restart(info.epoch if info is not None else "")
+        else:
+            tail.last_id = max(tail.last_id, info.last_id)
         return True
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    def expired(self) -> bytes:
+        """The frame that ends a stream whose credentials expired: `event: auth_expired` with a `retry:` hint.
+
+        No id: the client's Last-Event-ID stays that of the last event it read, so it resumes from there.
+        """
+        data = json.dumps({"message": "the token has expired: reconnect with a fresh one", "last_id": self.cursor})
+        return sse.encode(data, event="auth_expired", retry=self.hub.config.retry_ms)
+
+    async def chunks(self, until: float | None = None) -> AsyncIterator[bytes]:
+        """SSE bytes until the topic ends, the hub drains, or `until` (seconds since the epoch: when the
+        subscriber's credentials expire) passes; then an `auth_expired` event with a `retry:` hint ends it.
+
+        `until` is checked whenever the subscriber wakes: for each batch of events, and at least every
+        half heartbeat on the hub's one clock, so an idle stream ends at most that late.
+        """
         hub, tail, config = self.hub, self.tail, self.hub.config
         loop = asyncio.get_running_loop()
         sent = loop.time()  # when we last wrote: a keep-alive goes out after `heartbeat` seconds of quiet
@@ -423,6 +446,10 @@ class Subscription:
             # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
             yield self._reset(tail.first_id if tail.last_id else 1)
         while not hub.draining:
+            if until is not None and time.time() >= until:
+                self.ended = "auth_expired"
+                yield self.expired()
+                return
             if self.generation != tail.generation:
                 # The store lost the log this cursor counts in (a Redis without persistence restarted):
                 # start again on the new log, said aloud, instead of skipping its first ids.
@@ -469,7 +496,7 @@ class Subscription:
         self.ended = self.ended or "draining"
         yield sse.encode_retry(config.retry_ms)
 
-    async def events(self) -> AsyncGenerator[Sequence[Event] | Gap, None]:
+    async def events(self, until: float | None = None) -> AsyncGenerator[Sequence[Event] | Gap, None]:
         """The events after the cursor, as `chunks()` reads them, for a reader that encodes them itself.
 
         Yields events in id order (at most a page at a time), a `Gap` where retention dropped
@@ -477,10 +504,17 @@ class Subscription:
         it has read everything and is about to wait (the reader's moment for a keep-alive).
         It ends when the topic has ended and everything was read (`finished`), when the
         topic is deleted, and when the hub drains or the store is away (the reader should
-        then send a retry hint). Unlike `chunks()`, it leaves a cursor beyond the end to the reader.
+        then send a retry hint), and at `until` (the reader's credentials expire: `ended` is then
+        `auth_expired`). Unlike `chunks()`, it leaves a cursor beyond the end to the reader.
         """
         hub, tail, limit = self.hub, self.tail, self.hub.config.page_size
+        if not await self.sync(self.cursor):
+            self.ended = "store_unavailable"
+            return
         while not hub.draining:
+            if until is not None and time.time() >= until:
+                self.ended = "auth_expired"
+                return
             if self.generation != tail.generation:
                 # The store lost the log this cursor counts in: the new log from its start, said aloud.
                 self.generation = tail.generation

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .access import parse_api_key
 from .exceptions import InvalidInput
 
 __all__ = [
@@ -139,6 +140,11 @@ def text(max_length: int = 4096) -> Parse:
     return parse
 
 
+def api_key(value: str) -> str:
+    parse_api_key(value)  # checked here, kept as given: the settings travel to --workers as JSON
+    return value
+
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -173,7 +179,85 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry", integer(1), 2000, "reconnect delay suggested to clients, in milliseconds", metavar="MS"),
     Option("max-event-bytes", integer(1), 1024 * 1024, "largest event (data and name), in bytes", metavar="BYTES"),
     Option(
-        "token", text(), None, "require this bearer token to publish, close and delete", group="access", secret=True
+        "token",
+        text(),
+        None,
+        "one API key, named `token`: shorthand for --api-key token=SECRET",
+        group="access",
+        secret=True,
+        metavar="SECRET",
+    ),
+    Option(
+        "api-key",
+        api_key,
+        [],
+        "a named API key, NAME=SECRET (16+ characters); may do everything; repeatable",
+        group="access",
+        secret=True,
+        repeat=True,
+        env_name="SSEHUB_API_KEYS",
+        metavar="NAME=SECRET",
+    ),
+    Option(
+        "api-keys-file", text(), None, "a file of NAME=SECRET lines, one API key each", group="access", metavar="FILE"
+    ),
+    Option(
+        "jwt-secret",
+        text(),
+        None,
+        "verify HS256 tokens with this secret (32+ bytes); the hub signs its own tokens with it too",
+        group="access",
+        secret=True,
+        metavar="SECRET",
+    ),
+    Option(
+        "jwt-public-key",
+        text(),
+        None,
+        "verify RS256/ES256/EdDSA tokens with this PEM public key (needs ssehub[crypto])",
+        group="access",
+        metavar="FILE",
+    ),
+    Option("jwt-audience", text(200), None, "tokens must carry this aud", group="access", metavar="AUD"),
+    Option("jwt-issuer", text(200), None, "tokens must carry this iss", group="access", metavar="ISS"),
+    Option(
+        "jwt-leeway", number(0, 300), 0.0, "seconds of clock skew allowed on exp", group="access", metavar="SECONDS"
+    ),
+    Option(
+        "token-ttl",
+        number(1, 7 * 86_400),
+        900.0,
+        "seconds the tokens the hub mints stay valid: a run's token, the demo page's",
+        group="access",
+        metavar="SECONDS",
+    ),
+    Option("cookie-name", text(100), "ssehub_token", "a cookie that may carry the token", group="access"),
+    Option(
+        "cors-origin",
+        text(300),
+        [],
+        "let pages of this origin (https://app.example.com, or *) call the hub; repeatable",
+        group="access",
+        repeat=True,
+        metavar="ORIGIN",
+    ),
+    Option(
+        "allowed-hosts",
+        text(300),
+        [],
+        "answer only requests whose Host is one of these (* for any; default: the loopback names when bound "
+        "to loopback, else any); repeatable",
+        group="access",
+        repeat=True,
+        metavar="HOST",
+    ),
+    Option(
+        "no-auth",
+        boolean,
+        False,
+        "serve a non-loopback --host with no credentials configured: anyone who reaches it may do anything",
+        group="access",
+        flag=True,
     ),
     Option(
         "run-grace",

@@ -167,6 +167,8 @@ class Run:
         self._terminal = False
         #: For the run's log line: events stored, and when it began (monotonic seconds).
         self.events = 0
+        #: What the run's metadata says of it whatever happens: its agent, and what it was started with.
+        self.identity: dict[str, Any] = {"agent": agent.name}
         self._began = time.monotonic()
 
     def __repr__(self) -> str:
@@ -243,7 +245,9 @@ class Run:
                 try:
                     events = [e for e, _ in batch if e is not None]
                     if events:
-                        await self.hub.publish_many(self.topic, events)
+                        ids = await self.hub.publish_many(self.topic, events)
+                        if ids[0] != self.events + 1:  # nobody else writes here: the log was lost meanwhile
+                            await self.manager.restore(self)
                         self.events += len(events)
                 except TopicClosed:
                     # Cancelled (or failed) by another process meanwhile: stop the agent too.
@@ -343,7 +347,8 @@ class Run:
     async def _store_end(self, status: str, terminal: NewEvent) -> str:
         """The result in the metadata, then the terminal event and the close in one append; the final status."""
         try:
-            meta: dict[str, Any] = {"status": status, "updated": time.time()}
+            # Who the run is, again: the log may have been lost since the run began (see RunManager.restore).
+            meta: dict[str, Any] = {**self.identity, "status": status, "updated": time.time()}
             if status == "completed":
                 meta["result"] = self.result
             if self.error is not None:
@@ -361,7 +366,7 @@ class Run:
                 await self.hub.publish_many(
                     self.topic, [NewEvent.from_json("error", {"message": self.error})], close="failed"
                 )
-                await self.hub.update_meta(self.topic, {"status": "failed", "error": self.error})
+                await self.hub.update_meta(self.topic, {**self.identity, "status": "failed", "error": self.error})
             return "failed"
 
     def cancel(self, reason: str = "cancelled by the client") -> bool:
@@ -480,6 +485,15 @@ class RunManager:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def _running_meta(self, run: Run) -> dict[str, Any]:
+        return {**run.identity, "status": "running", "updated": time.time(), "owner": self._owner()}
+
+    async def restore(self, run: Run) -> None:
+        """The store lost `run`'s log (a Redis restarted without its data) and its events go on in a new one:
+        write the run's metadata again, so the run can still be found, read (from a reset) and cancelled."""
+        log.warning("run %s: its log was lost with the store's data; it goes on in a new log", run.id)
+        await self.hub.update_meta(run.topic, self._running_meta(run))
+
     def _owner(self) -> dict[str, Any]:
         return {"host": _HOST, "pid": os.getpid(), "boot": self.boot, "lease": time.time() + self.lease}
 
@@ -563,10 +577,8 @@ class RunManager:
                 if winner != run.id:
                     del self.runs[run.id]
                     return winner
-            now = time.time()
-            await self.hub.update_meta(
-                run.topic, {**(meta or {}), "agent": name, "status": "running", "updated": now, "owner": self._owner()}
-            )
+            run.identity = {**(meta or {}), "agent": name}
+            await self.hub.update_meta(run.topic, self._running_meta(run))
         except BaseException:
             del self.runs[run.id]
             raise
@@ -613,7 +625,12 @@ class RunManager:
         except TopicNotFound:
             info = None
         if info is None or "agent" not in info.meta:
-            raise TopicNotFound(f"no run {run_id!r}")
+            run = self.runs.get(run_id)
+            if run is None or run._terminal:
+                raise TopicNotFound(f"no run {run_id!r}")
+            # Running here, but the store has forgotten it (a Redis restarted without its data): say so again.
+            await self.restore(run)
+            info = await self.hub.info(RUN_PREFIX + run_id)
         return await self.check(info)
 
     async def check(self, info: TopicInfo) -> TopicInfo:
@@ -624,7 +641,9 @@ class RunManager:
         log.warning("run %s: %s; marking it failed", info.name, message)
         try:
             await self.hub.publish_many(info.name, [NewEvent.from_json("error", {"message": message})], close="failed")
-            await self.hub.update_meta(info.name, {"status": "failed", "error": message, "updated": time.time()})
+            # The whole of what was known, again: the close may have landed in a new log (the store lost the old).
+            ended = {**info.meta, "status": "failed", "error": message, "updated": time.time()}
+            await self.hub.update_meta(info.name, ended)
         except TopicClosed:
             pass
         return await self.fresh(info)
@@ -658,7 +677,7 @@ class RunManager:
                     [NewEvent.from_json("cancelled", {"reason": "cancelled by the client"})],
                     close="cancelled",
                 )
-                await self.hub.update_meta(info.name, {"status": "cancelled", "updated": time.time()})
+                await self.hub.update_meta(info.name, {**info.meta, "status": "cancelled", "updated": time.time()})
         return await self.fresh(info)
 
     async def wait(self, run: Run) -> TopicInfo:

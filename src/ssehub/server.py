@@ -9,21 +9,30 @@ under `uvicorn module:app` or is mounted in a host app with `lifespan=hub.lifesp
 `--workers N` runs N processes on one port (uvicorn's supervisor). They share
 nothing but the store, so only a store several processes can share (Redis)
 is allowed. Each worker builds its hub from options passed in the environment.
+
+Safe defaults: with no credentials configured, the hub answers everyone, so it
+listens on loopback only and says so; any other `--host` needs `--no-auth` (or
+credentials). Bound to loopback, it answers only the loopback host names unless
+`--allowed-hosts` says otherwise (DNS rebinding, docs/security.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 
 from . import logs
+from .access import Policy, parse_api_key, read_keys_file
 from .asgi import HubApp, create_app
+from .asgi.auth import LOOPBACK_HOSTS, Access
 from .asgi.static import demo_routes
 from .config import HubConfig
 from .demo import register_demo
@@ -33,6 +42,8 @@ from .options import ConfigError
 from .stores import open_store
 
 __all__ = ["ServeOptions", "app_from_env", "build_app", "serve"]
+
+log = logging.getLogger("ssehub")
 
 #: How `serve` hands its options to the worker processes of `--workers N`.
 OPTIONS_ENV = "SSEHUB_SERVE_OPTIONS"
@@ -52,6 +63,9 @@ class ServeOptions:
     demo_abandon: float = 60.0
     workers: int = 1
     hub: HubConfig = field(default_factory=HubConfig)
+    access: Access = field(default_factory=Access)
+    #: Serve a non-loopback host with no credentials, knowingly.
+    no_auth: bool = False
     #: The resolved options these came from, by name (what the worker processes of --workers N rebuild from).
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -63,7 +77,6 @@ class ServeOptions:
                 heartbeat=settings["heartbeat"],
                 retry_ms=settings["retry"],
                 max_event_bytes=settings["max-event-bytes"],
-                token=settings["token"],
                 run_grace=settings["run-grace"],
                 durable_prefix=None if settings["durable-prefix"] in ("", "off") else settings["durable-prefix"],
                 long_poll_timeout=settings["long-poll-timeout"],
@@ -71,6 +84,8 @@ class ServeOptions:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         return cls(
+            access=_access(settings, settings["host"]),
+            no_auth=settings["no-auth"],
             host=settings["host"],
             port=settings["port"],
             store=settings["store"],
@@ -87,12 +102,92 @@ class ServeOptions:
         )
 
 
+def _access(settings: Mapping[str, Any], host: str) -> Access:
+    """The access control the options describe; ConfigError naming the option that is wrong."""
+    keys: dict[str, str] = {}
+    if settings["token"] is not None:
+        try:
+            keys["token"] = parse_api_key("token=" + settings["token"])[1]
+        except ValueError as exc:
+            raise ConfigError(f"--token: {exc}") from None
+    named = [parse_api_key(text) for text in settings["api-key"]]  # checked when the option was read
+    if settings["api-keys-file"]:
+        named += read_keys_file(settings["api-keys-file"]).items()
+    for name, secret in named:
+        if name in keys:
+            raise ConfigError(f"the API key {name!r} is given twice")
+        keys[name] = secret
+    public_key = None
+    if settings["jwt-public-key"]:
+        path = settings["jwt-public-key"]
+        try:
+            with open(path, "rb") as f:
+                public_key = f.read()
+        except OSError as exc:
+            raise ConfigError(f"--jwt-public-key: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        policy = Policy(
+            keys,
+            jwt_secret=settings["jwt-secret"],
+            jwt_public_key=public_key,
+            audience=settings["jwt-audience"],
+            issuer=settings["jwt-issuer"],
+            leeway=settings["jwt-leeway"],
+            token_ttl=settings["token-ttl"],
+        )
+    except InvalidInput as exc:
+        raise ConfigError(f"access control: {exc.message}") from None
+    if policy.enabled and settings["no-auth"]:
+        raise ConfigError("--no-auth, yet credentials are configured: drop one or the other")
+    hosts: list[str] | None = settings["allowed-hosts"] or None
+    if hosts is None and _loopback(host):
+        hosts = [*LOOPBACK_HOSTS, host]
+    try:
+        return Access(
+            policy, cors_origins=settings["cors-origin"], allowed_hosts=hosts, cookie_name=settings["cookie-name"]
+        )
+    except InvalidInput as exc:
+        raise ConfigError(exc.message) from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(options: ServeOptions) -> tuple[int, str]:
+    """The start-up log line about access control, and its level (a warning for a network address with
+    --no-auth); InvalidInput when the hub would be open to a network without it."""
+    policy = options.access.policy
+    if policy.enabled:
+        return logging.INFO, f"access control: {policy.describe()} (every endpoint but /healthz and the static files)"
+    if not _loopback(options.host):
+        if not options.no_auth:
+            raise InvalidInput(
+                f"--host {options.host} with no credentials would let anyone who reaches it read and write every "
+                "topic: configure --api-key or --jwt-secret, or pass --no-auth"
+            )
+        return logging.WARNING, f"--no-auth: anyone who reaches {options.host}:{options.port} may do anything"
+    # The safe default, said at start: information, not a warning (there is nothing to fix).
+    return (
+        logging.INFO,
+        "no credentials configured, so listening on loopback only: anyone on this machine may do anything",
+    )
+
+
 def build_app(options: ServeOptions) -> tuple[Hub, HubApp]:
     hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
+    access = options.access
     if options.demo:
+        if access.enabled and not access.policy.can_mint:
+            raise InvalidInput("--demo with access control needs --jwt-secret or an API key to sign the page's tokens")
         register_demo(hub, abandon=options.demo_abandon)
-    routes = demo_routes() if options.demo else None
-    return hub, create_app(hub, extra_routes=routes, access_log=options.access_log)
+    routes = demo_routes(access) if options.demo else None
+    return hub, create_app(hub, access=access, extra_routes=routes, access_log=options.access_log)
 
 
 def app_from_env() -> HubApp:
@@ -102,7 +197,7 @@ def app_from_env() -> HubApp:
     return build_app(options)[1]
 
 
-def _serve_workers(options: ServeOptions) -> None:
+def _serve_workers(options: ServeOptions, announce: Callable[[], None]) -> None:
     store = open_store(options.store)
     if not store.shared:
         raise InvalidInput(
@@ -116,6 +211,7 @@ def _serve_workers(options: ServeOptions) -> None:
     print(
         f"ssehub serving {store!r} on http://{options.host}:{options.port} with {options.workers} workers", flush=True
     )
+    announce()
     _print_demo_url(options)
     uvicorn.run("ssehub.server:app_from_env", factory=True, workers=options.workers, **_uvicorn_options(options))
 
@@ -158,15 +254,17 @@ async def _check_store(url: str) -> None:
 
 def serve(options: ServeOptions) -> None:
     logs.configure(options.log_level, options.log_format)
+    level, exposure = check_exposure(options)
     # Open the store once before uvicorn does, so that a wrong path or URL is a one-line error, not a traceback.
     asyncio.run(_check_store(options.store))
     if options.workers < 1:
         raise InvalidInput("--workers must be at least 1")
     if options.workers > 1:
-        _serve_workers(options)
+        _serve_workers(options, lambda: log.log(level, exposure))
         return
     hub, app = build_app(options)
     config = uvicorn.Config(app, **_uvicorn_options(options))
     print(f"ssehub serving {hub.store!r} on http://{options.host}:{options.port} (pid {os.getpid()})", flush=True)
+    log.log(level, exposure)
     _print_demo_url(options)
     uvicorn.Server(config).run()

@@ -74,7 +74,7 @@ class Tail:
 
     def restart(self, epoch: str) -> None:
         """The store lost the log: what follows is a new log, `epoch`, from id 1."""
-        self._frames, self._base = [], 0
+        self._frames, self._events, self._base = [], [], 0
         self.last_id, self.first_id, self.status = 0, 1, "open"
         self.epoch = epoch
         self.generation += 1

@@ -11,12 +11,14 @@ Modules, each importing only those above it in this list:
     metrics.py        GET /metrics             static.py     the browser client and the demo page
     subscriptions.py  the response that streams a topic to a subscriber
     requests.py       parsing requests         errors.py     exceptions to JSON errors
+    auth.py           credentials, the Host / Origin / CORS checks, `Access.require` (see docs/security.md)
     responses.py      EventSourceResponse, JSON errors
 """
 
 from __future__ import annotations
 
 from .app import HubApp, create_app
+from .auth import Access
 from .responses import EventSourceResponse, EventStream
 
-__all__ = ["EventSourceResponse", "EventStream", "HubApp", "create_app"]
+__all__ = ["Access", "EventSourceResponse", "EventStream", "HubApp", "create_app"]

@@ -6,7 +6,7 @@
 A stream's line says where it started (`after`: the cursor it began at), how many events it sent, and
 why it ended: `closed` (the topic ended and was read to
 its end), `deleted`, `draining` (the server is stopping: the client reconnects and resumes),
-`store_unavailable`, or `client` (the client went away).
+`store_unavailable`, `auth_expired` (the subscriber's token expired), or `client` (the client went away).
 
 Hooks, for the layers that know more than this one:
 

@@ -11,6 +11,12 @@
 
 Every error is JSON `{"error": {"code", "message"}}` with a 4xx/5xx status (errors.py).
 
+Access control (auth.py): before anything else, every HTTP request is screened
+(the Host allow-list, CORS preflights, the Origin of state-changing requests), and
+answers to an allowed cross-origin caller get CORS headers; then each endpoint
+checks the caller's rights with one call, `access.require`. `/healthz`, `/readyz` and the
+static files need no credentials.
+
 The two hot endpoints, publishing to a topic and subscribing to it, are what
 every token and every reader takes. `HubApp` recognises their paths with two
 string tests and calls them directly, without Starlette's router and middleware
@@ -30,10 +36,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from ..access import Policy
 from ..exceptions import StoreUnavailable
 from ..hub import Hub
 from .access import log_access
 from .agents import agent_routes
+from .auth import Access
 from .chat import chat_routes
 from .errors import EXCEPTION_HANDLERS, response_for
 from .metrics import metrics_routes
@@ -56,10 +64,13 @@ def _route_path(scope: Scope) -> str:
 class HubApp:
     """The ASGI app of a hub: the hot topic endpoints first, then the Starlette app `router`."""
 
-    def __init__(self, hub: Hub, router: Starlette, topics: TopicEndpoints, access_log: bool = False) -> None:
+    def __init__(
+        self, hub: Hub, router: Starlette, topics: TopicEndpoints, access: Access, access_log: bool = False
+    ) -> None:
         self.hub = hub
         self.router = router
         self.topics = topics
+        self.access = access
         self.state = router.state
         self.access_log = access_log
 
@@ -71,6 +82,11 @@ class HubApp:
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            refused = self.access.screen(scope)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+            send = self.access.cors(scope, send)
             path = _route_path(scope)
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX):
                 method = scope["method"]
@@ -92,10 +108,21 @@ class HubApp:
 
 
 def create_app(
-    hub: Hub, *, extra_routes: list[BaseRoute] | None = None, manage_hub: bool = True, access_log: bool = False
+    hub: Hub,
+    *,
+    access: Access | None = None,
+    extra_routes: list[BaseRoute] | None = None,
+    manage_hub: bool = True,
+    access_log: bool = False,
 ) -> HubApp:
     """The HTTP interface of `hub`. With `manage_hub`, the app's lifespan starts and stops the hub. With
-    `access_log`, every request and stream writes one line to the logger `ssehub.access` (see `access.py`)."""
+    `access_log`, every request and stream writes one line to the logger `ssehub.access` (see `access.py`).
+
+    `access` says who may do what (`ssehub.asgi.auth.Access`); without it, only `HubConfig.token`
+    (a single API key named `token`), if set, is needed, for every endpoint.
+    """
+    if access is None:
+        access = Access(Policy({"token": hub.config.token} if hub.config.token else None))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "draining" if hub.draining else "ok"}, status_code=503 if hub.draining else 200)
@@ -118,15 +145,15 @@ def create_app(
         async with hub.lifespan(app):
             yield
 
-    topics = TopicEndpoints(hub)
+    topics = TopicEndpoints(hub, access)
     routes: list[BaseRoute] = [
         *topics.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *agent_routes(hub),
-        *chat_routes(hub),
+        *agent_routes(hub, access),
+        *chat_routes(hub, access),
         *client_routes(),
-        *metrics_routes(hub),
+        *metrics_routes(hub, access),
         *(extra_routes or []),
     ]
     middleware = []
@@ -138,4 +165,5 @@ def create_app(
         middleware.append(Middleware(DurableStreams, hub=hub, prefix=prefix, long_poll_timeout=timeout))
     router = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     router.state.hub = hub
-    return HubApp(hub, router, topics, access_log)
+    router.state.access = access
+    return HubApp(hub, router, topics, access, access_log)

@@ -19,6 +19,13 @@ starts a new run while the chat's previous one is still going cancels that one: 
 answered anew. Every frame has the id of the run's log (see `ssehub.formats`), so a reader
 that keeps what it received resumes with `Last-Event-ID` exactly where it stopped.
 
+Rights (`ssehub.access`, checked with `auth.py`): starting needs the agent's name in `agents`;
+a conversation is named by its topic (`chats/{agent}/{id}`, `threads/{agent}/{id}`), and
+belongs to the subject (`sub`) that started it: continuing it needs that subject or `publish`
+on the topic, resuming it `subscribe`, cancelling it `cancel`. A conversation nobody has
+started yet is whoever starts it. The streams end with the token (see `Subscription.events`),
+and a start answers `X-Run-Token` as `POST /agents/{name}` does.
+
 The agent gets a plain body, the same for both (its `validate` hook sees it first):
 
     {"messages": [{"role", "content"}, ...],   the conversation as a chat-completions API takes it: the
@@ -42,11 +49,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from ..access import AGENTS, CANCEL, PUBLISH, SUBSCRIBE, Principal
 from ..events import TopicInfo
 from ..exceptions import InvalidInput, TopicNotFound
 from ..formats import Cursor
 from ..hub import Hub
 from ..runs import RUN_PREFIX, RunManager
+from .auth import Access, scoped_key
 from .requests import idempotency_key, mount_prefix, read_json_object, request_format, request_position
 from .subscriptions import AG_UI_META, SubscriptionResponse, reading_for
 
@@ -66,8 +75,8 @@ def _valid_id(value: Any, what: str) -> str:
 class Conversations:
     """The current run of each conversation of one protocol, kept in the store as topic metadata."""
 
-    def __init__(self, hub: Hub, kind: str, format: str) -> None:
-        self.hub, self.kind, self.format = hub, kind, format
+    def __init__(self, hub: Hub, access: Access, kind: str, format: str) -> None:
+        self.hub, self.access, self.kind, self.format = hub, access, kind, format
         self.manager: RunManager = hub.runs
 
     def topic(self, agent: str, conversation: str) -> str:
@@ -81,32 +90,53 @@ class Conversations:
         except TopicNotFound:
             return None
 
+    async def check(self, request: Request, right: str, agent: str, conversation: str) -> tuple[Principal, bool]:
+        """The caller, if it may do `right` to the conversation (or started it); and whether it exists yet."""
+        principal = self.access.principal(request)
+        topic = self.topic(agent, conversation)
+        try:
+            meta: dict[str, Any] | None = (await self.hub.info(topic)).meta
+        except TopicNotFound:
+            meta = None
+        if meta is None and right == PUBLISH:
+            return principal, False  # nobody's yet: it becomes its starter's
+        owner = meta.get("started_by") if meta is not None else None
+        self.access.require(request, right, topic, owner=owner if isinstance(owner, str) else None)
+        return principal, meta is not None
+
     async def start(
         self, request: Request, agent: str, conversation: str, body: dict[str, Any], meta: dict[str, Any]
     ) -> Response:
         """Start a run of `agent` for the conversation, make it the current one, and stream it."""
+        principal = self.access.require(request, AGENTS, agent)
+        _, exists = await self.check(request, PUBLISH, agent, conversation)
         previous = await self.run_of(agent, conversation)
-        started = await self.manager.start_run(agent, body, idempotency_key=idempotency_key(request), meta=meta)
+        owned = {"started_by": principal.subject} if principal.subject is not None else {}
+        key = scoped_key(idempotency_key(request), principal)
+        started = await self.manager.start_run(agent, body, idempotency_key=key, meta={**meta, **owned})
         run_id = started if isinstance(started, str) else started.id
         if previous is None or previous.name != RUN_PREFIX + run_id:
-            await self.hub.update_meta(self.topic(agent, conversation), {"run": run_id, "updated": time.time()})
+            current: dict[str, Any] = {"run": run_id, "updated": time.time(), **({} if exists else owned)}
+            await self.hub.update_meta(self.topic(agent, conversation), current)
             if previous is not None and not previous.closed:
                 with contextlib.suppress(TopicNotFound):
                     await self.manager.cancel(previous.name[len(RUN_PREFIX) :])
         info = await self.manager.info(run_id)
-        return self._stream(request, info, Cursor())
+        return self._stream(request, info, Cursor(), principal, self.access.policy.run_token(info.name))
 
     async def resume(self, request: Request) -> Response:
         """The reconnect: after Last-Event-ID, or the whole run while it runs; 204 when there is none."""
         agent, conversation = request.path_params["agent"], _valid_id(request.path_params["id"], "the id")
+        principal, _ = await self.check(request, SUBSCRIBE, agent, conversation)
         cursor = request_position(request)
         info = await self.run_of(agent, conversation)
         if info is None or (cursor is None and info.closed):
             return Response(status_code=204)
-        return self._stream(request, info, cursor or Cursor())
+        return self._stream(request, info, cursor or Cursor(), principal)
 
     async def cancel(self, request: Request) -> Response:
         agent, conversation = request.path_params["agent"], _valid_id(request.path_params["id"], "the id")
+        await self.check(request, CANCEL, agent, conversation)
         info = await self.run_of(agent, conversation)
         if info is None:
             raise TopicNotFound(f"{self.kind[:-1]} {conversation!r} of agent {agent!r} has no run")
@@ -115,12 +145,16 @@ class Conversations:
         status = after.status if after.closed else "running"
         return JSONResponse({"id": run_id, "status": status}, status_code=200 if info.closed else 202)
 
-    def _stream(self, request: Request, info: TopicInfo, cursor: Cursor) -> Response:
+    def _stream(
+        self, request: Request, info: TopicInfo, cursor: Cursor, principal: Principal, token: str | None = None
+    ) -> Response:
         run_id = info.name[len(RUN_PREFIX) :]
         _, compact = request_format(request)
         headers = {"x-run-id": run_id, "location": f"{mount_prefix(request)}/runs/{run_id}"}
+        if token is not None:
+            headers["x-run-token"] = token
         reading = reading_for(info.name, self.format, compact, cursor, info.meta)
-        return SubscriptionResponse(self.hub, info.name, None, headers, reading=reading)
+        return SubscriptionResponse(self.hub, info.name, None, headers, reading=reading, until=principal.expires)
 
 
 # -- useChat ----------------------------------------------------------------------------------------------------
@@ -207,9 +241,9 @@ def _is_str(obj: dict[str, Any], key: str) -> bool:
 # -- routes -----------------------------------------------------------------------------------------------------
 
 
-def chat_routes(hub: Hub) -> list[BaseRoute]:
-    chats = Conversations(hub, "chats", "ai-sdk")
-    threads = Conversations(hub, "threads", "ag-ui")
+def chat_routes(hub: Hub, access: Access) -> list[BaseRoute]:
+    chats = Conversations(hub, access, "chats", "ai-sdk")
+    threads = Conversations(hub, access, "threads", "ag-ui")
     limit = hub.config.max_request_bytes
 
     async def start_chat(request: Request) -> Response:

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..exceptions import SSEHubError, TooManyRequests, Unauthorized
+from ..exceptions import Forbidden, SSEHubError, TokenExpired, TooManyRequests, Unauthorized
 from .responses import error_response
 
 __all__ = ["EXCEPTION_HANDLERS", "response_for"]
@@ -26,7 +26,9 @@ log = logging.getLogger("ssehub.asgi")
 def response_for(exc: Exception, method: str, path: str, *, log_unhandled: bool = True) -> Response:
     if isinstance(exc, SSEHubError):
         headers = None
-        if type(exc) is Unauthorized:
+        if isinstance(exc, TokenExpired):
+            headers = {"www-authenticate": 'Bearer error="invalid_token", error_description="the token has expired"'}
+        elif isinstance(exc, Unauthorized) and not isinstance(exc, Forbidden):
             headers = {"www-authenticate": "Bearer"}
         elif isinstance(exc, TooManyRequests):
             headers = {"retry-after": "1"}  # a limit on concurrent work: a second is a fair guess

@@ -4,6 +4,7 @@ The hot paths only bump plain integers on `Hub.stats` (`ssehub.hub.Stats`); the 
 when Prometheus scrapes, by a collector registered in a registry of the hub's
 own (not the process-wide default one, so several hubs in one process, as in
 tests, do not collide). With `--workers N` each process reports for itself.
+Once access control is on, only an API key (the `admin` right) may read them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..access import ADMIN
 from ..hub import Hub
+from .auth import Access
 
 __all__ = ["metrics_routes"]
 
@@ -50,11 +53,12 @@ class _HubCollector(Collector):
         yield GaugeMetricFamily("ssehub_draining", "1 while the server is shutting down.", value=int(hub.draining))
 
 
-def metrics_routes(hub: Hub) -> list[Route]:
+def metrics_routes(hub: Hub, access: Access) -> list[Route]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_HubCollector(hub))
 
     async def metrics(request: Request) -> Response:
+        access.require(request, ADMIN, "metrics")
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/metrics", metrics, methods=["GET"])]

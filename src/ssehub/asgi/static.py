@@ -3,20 +3,32 @@
     GET /_ssehub/ssehub.js       the browser client (one dependency-free ES module), always
     GET /_ssehub/demo/...        the demo page's stylesheet and script
     GET /                        the demo chat page, only with `--demo`
+    POST /demo/token             the demo page's token, only with `--demo`
 
 The files live in the package (`ssehub/static`): a wheel carries them, and there is no build step.
+They need no credentials. With access control on, the demo page asks `POST /demo/token` for a
+short-lived token that may start the demo agent and use the topics under `demo/{browser}/`,
+where `{browser}` is a random id kept in a signed, HttpOnly cookie: every tab of one browser
+is the same `sub`, so it may read and cancel the runs any of them started (see agents.py),
+and another browser may not. Without access control the answer is `{"token": null}`.
 """
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-__all__ = ["STATIC_DIR", "client_routes", "demo_routes"]
+from .auth import Access
+
+__all__ = ["DEMO_COOKIE", "STATIC_DIR", "client_routes", "demo_routes"]
+
+#: The cookie that tells one demo browser from another (a signed random id; no rights by itself).
+DEMO_COOKIE = "ssehub_demo"
 
 # In the package, beside this folder, so that a wheel carries them.
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -32,6 +44,30 @@ async def _demo_page(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "demo" / "index.html", headers={"cache-control": "no-cache"})
 
 
-def demo_routes() -> list[BaseRoute]:
-    """`/`: the demo chat page; `ssehub serve --demo` adds it next to the demo agent."""
-    return [Route("/", _demo_page, methods=["GET", "HEAD"])]
+def demo_routes(access: Access, agent: str = "chat") -> list[BaseRoute]:
+    """`/` and `/demo/token`: the demo chat page and its token; `ssehub serve --demo` adds them next to the agent."""
+    policy = access.policy
+
+    async def demo_token(request: Request) -> Response:
+        if not policy.enabled:
+            return JSONResponse({"token": None, "topics": "demo/"}, headers={"cache-control": "no-store"})
+        browser = policy.unsign(request.cookies.get(DEMO_COOKIE)) or secrets.token_hex(12)
+        topics = f"demo/{browser}/"
+        token = policy.mint(
+            agents=[agent], subscribe=[topics + "**"], publish=[topics + "**"], subject=f"demo:{browser}"
+        )
+        response = JSONResponse(
+            {"token": token, "expires_in": policy.token_ttl, "topics": topics}, headers={"cache-control": "no-store"}
+        )
+        response.set_cookie(
+            DEMO_COOKIE,
+            policy.sign(browser),
+            max_age=7 * 86400,
+            path=str(request.scope.get("root_path", "")) or "/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    return [Route("/", _demo_page, methods=["GET", "HEAD"]), Route("/demo/token", demo_token, methods=["POST"])]

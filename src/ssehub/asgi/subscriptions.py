@@ -72,6 +72,7 @@ class SubscriptionResponse(Response):
 
     A reconnect at the end of a topic that has ended answers `204 No Content`,
     which tells EventSource to stop reconnecting: there is nothing more, ever.
+    With `until`, the stream ends with `event: auth_expired` when the credentials expire.
     """
 
     def __init__(
@@ -82,10 +83,13 @@ class SubscriptionResponse(Response):
         headers: Mapping[str, str] | None = None,
         *,
         reading: Reading | None = None,
+        until: float | None = None,
     ) -> None:
         # Response.__init__ is not called: the status and body are decided once the subscription is held.
         self.hub, self.topic, self.after, self.headers_given = hub, topic, after, headers
         self.reading = reading
+        #: When the subscriber's credentials expire (seconds since the epoch): the stream ends then.
+        self.until = until
         self.status_code = 200
         self.background = None
 
@@ -96,19 +100,20 @@ class SubscriptionResponse(Response):
             async with self.hub.subscription(self.topic, self.after) as sub:
                 scope[STREAM_KEY] = sub  # for the access log
                 if self.reading is None:
-                    if sub.finished:
+                    # A 204 is for good (EventSource stops): check the store first when another process shares it.
+                    if sub.finished and await sub.sync(sub.cursor) and sub.finished:
                         await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
                         return
                     # No heartbeat of the response's own: the hub sends keep-alives from one clock for every stream.
                     stream = EventSourceResponse(
-                        sub.chunks(), heartbeat=None, retry_ms=config.retry_ms, headers=self.headers_given
+                        sub.chunks(self.until), heartbeat=None, retry_ms=config.retry_ms, headers=self.headers_given
                     )
                     begun = True
                     await stream(scope, receive, send)
                     return
                 # Whether the reader gets anything is known once its encoder has caught up with the log: the
                 # frames are read up to the first output (or the live end) before the status is chosen.
-                async with contextlib.aclosing(_frames(sub, self.reading, config)) as frames:
+                async with contextlib.aclosing(_frames(sub, self.reading, config, self.until)) as frames:
                     first = await anext(frames, None)
                     if first is None:
                         await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
@@ -133,12 +138,16 @@ async def _starting_with(first: bytes, rest: AsyncIterator[bytes]) -> AsyncItera
         yield chunk
 
 
-async def _frames(sub: Subscription, reading: Reading, config: HubConfig) -> AsyncGenerator[bytes, None]:
+async def _frames(
+    sub: Subscription, reading: Reading, config: HubConfig, until: float | None = None
+) -> AsyncGenerator[bytes, None]:
     """The subscriber loop of `ssehub.formats` (its package docstring), over `Subscription.events()`.
 
     Yields the bytes to write, and once, when it reaches the live end before it has anything
     to send, an empty chunk: the response can begin. Yields nothing at all for a reader that
-    is at the end of a topic that has ended (a 204).
+    is at the end of a topic that has ended (a 204). At `until` (the reader's credentials
+    expire) it ends: with `event: auth_expired` in the native format, with a retry hint in
+    the others, whose parsers know no such event (their client reconnects, and gets a 401).
     """
     tail, cursor = sub.tail, reading.cursor
     if not await sub.sync(0 if cursor is None else cursor.after):
@@ -162,7 +171,7 @@ async def _frames(sub: Subscription, reading: Reading, config: HubConfig) -> Asy
     compact, started = reading.compact, False
     loop = asyncio.get_running_loop()
     sent = loop.time()
-    async with contextlib.aclosing(sub.events()) as items:
+    async with contextlib.aclosing(sub.events(until)) as items:
         async for item in items:
             idle = False
             if isinstance(item, Gap):
@@ -190,7 +199,9 @@ async def _frames(sub: Subscription, reading: Reading, config: HubConfig) -> Asy
             elif idle and loop.time() - sent >= config.heartbeat:
                 sent = loop.time()
                 yield _KEEP_ALIVE
-    if not encoder.ended and not tail.deleted:
+    if sub.ended == "auth_expired":
+        out += sub.expired() if reading.format == "native" else sse.encode_retry(config.retry_ms)
+    elif not encoder.ended and not tail.deleted:
         if not sub.finished:
             out += sse.encode_retry(config.retry_ms)  # drained, or the store is away: reconnect and resume
         elif join_at is None:

@@ -11,20 +11,25 @@
 Topic names may contain `/`. The two hot endpoints are dispatched by `app.py`
 before the router (see there); the others are Starlette routes, with the
 suffixed route first so that `/topics/a/close` is not read as a topic `a/close`.
+
+Rights (`ssehub.access`, checked with `auth.py`): reading a topic in any way needs `subscribe` on it, and the
+listing shows only such topics; publishing, closing and deleting need `publish`.
+The owner of a run (host, pid) is an internal that only `admin` sees.
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ..events import validate_topic
-from ..exceptions import InvalidCursor, InvalidInput, TopicNotFound, Unauthorized
+from ..access import PUBLISH, SUBSCRIBE, Principal
+from ..events import TopicInfo, validate_topic
+from ..exceptions import InvalidCursor, InvalidInput, TopicNotFound
 from ..hub import Hub
+from .auth import Access
 from .requests import (
     idempotency_key,
     parse_events,
@@ -36,36 +41,39 @@ from .requests import (
 )
 from .subscriptions import Reading, SubscriptionResponse, reading_for
 
-__all__ = ["TopicEndpoints"]
+__all__ = ["TopicEndpoints", "topic_document"]
+
+#: Topics a listing reads from the store per request, at most, to find the ones a token may see.
+_LISTING_SCAN = 10_000
+
+
+def topic_document(info: TopicInfo, subscribers: int, principal: Principal) -> dict[str, Any]:
+    """A topic as `GET /topics/{t}` shows it to `principal`: a run's owner (host, pid) for admins only."""
+    out = info.as_dict(subscribers)
+    if not principal.admin and "owner" in out.get("meta", {}):
+        out["meta"] = {k: v for k, v in out["meta"].items() if k != "owner"}
+    return out
 
 
 class TopicEndpoints:
     """The topic endpoints of one hub: the two hot ones as methods, the rest as `routes()`."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, access: Access) -> None:
         self.hub = hub
         self.config = hub.config
-
-    def authorise(self, request: Request) -> None:
-        token = self.config.token
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise Unauthorized("this hub needs Authorization: Bearer <token> to change topics")
+        self.access = access
 
     # -- the hot endpoints ---------------------------------------------------------------------------------
 
     async def publish(self, request: Request, topic: str) -> Response:
-        self.authorise(request)
-        validate_topic(topic)
+        self.access.require(request, PUBLISH, validate_topic(topic))
         config = self.config
         events, _ = await parse_events(request, config.max_request_bytes, config.max_event_bytes)
         ids = await self.hub.publish_many(topic, events, idempotency_key=idempotency_key(request))
         return JSONResponse({"ids": ids})
 
     async def events(self, request: Request, topic: str) -> Response:
-        validate_topic(topic)
+        principal = self.access.require(request, SUBSCRIBE, validate_topic(topic))
         accept = request.headers.get("accept", "")
         if "application/json" in accept and "text/event-stream" not in accept:
             return await self._page(request, topic, request_cursor(request))
@@ -73,8 +81,8 @@ class TopicEndpoints:
         if b"format=" in query or b"compact=" in query:  # a byte test: the common reader pays nothing for it
             reading = await self._reading(request, topic)
             if reading is not None:
-                return SubscriptionResponse(self.hub, topic, None, reading=reading)
-        return SubscriptionResponse(self.hub, topic, request_cursor(request))
+                return SubscriptionResponse(self.hub, topic, None, reading=reading, until=principal.expires)
+        return SubscriptionResponse(self.hub, topic, request_cursor(request), until=principal.expires)
 
     async def _reading(self, request: Request, topic: str) -> Reading | None:
         """The wire format the reader asks for; None for the native one's fast path."""
@@ -111,21 +119,22 @@ class TopicEndpoints:
 
     async def info(self, request: Request) -> Response:
         topic = validate_topic(request.path_params["topic"])
-        return JSONResponse((await self.hub.info(topic)).as_dict(self.hub.subscribers(topic)))
+        principal = self.access.require(request, SUBSCRIBE, topic)
+        return JSONResponse(topic_document(await self.hub.info(topic), self.hub.subscribers(topic), principal))
 
     async def close(self, request: Request) -> Response:
-        self.authorise(request)
         topic = validate_topic(request.path_params["topic"])
+        principal = self.access.require(request, PUBLISH, topic)
         payload = await read_json_object(request, 64 * 1024, "a close")
         status = payload.get("status", "completed")
         if not isinstance(status, str):
             raise InvalidInput('close takes {"status": "completed" | "failed" | "cancelled"}')
         closed = await self.hub.close_topic(topic, status)
-        return JSONResponse(closed.as_dict(self.hub.subscribers(topic)))
+        return JSONResponse(topic_document(closed, self.hub.subscribers(topic), principal))
 
     async def delete(self, request: Request) -> Response:
-        self.authorise(request)
         topic = validate_topic(request.path_params["topic"])
+        self.access.require(request, PUBLISH, topic)
         await self.hub.delete_topic(topic)
         return JSONResponse({"deleted": topic})
 
@@ -135,13 +144,45 @@ class TopicEndpoints:
         if len(prefix) > 200 or len(after) > 200:
             raise InvalidInput("prefix and after are at most 200 characters")
         limit = parse_limit(request.query_params.get("limit"), 100, 1000)
-        found = await self.hub.topics(prefix, after, limit)
+        principal = self.access.principal(request)
+        if principal.admin:
+            found = await self.hub.topics(prefix, after, limit)
+            next_after = found[-1].name if len(found) == limit else None
+        else:
+            found, next_after = await self._visible(principal, prefix, after, limit)
         return JSONResponse(
             {
-                "topics": [t.as_dict(self.hub.subscribers(t.name)) for t in found],
-                "next_after": found[-1].name if len(found) == limit else None,
+                "topics": [topic_document(t, self.hub.subscribers(t.name), principal) for t in found],
+                "next_after": next_after,
             }
         )
+
+    async def _visible(
+        self, principal: Principal, prefix: str, after: str, limit: int
+    ) -> tuple[list[TopicInfo], str | None]:
+        """The topics `principal` may subscribe to, and where the next page starts (None: the end).
+
+        The store is read under the narrowest prefix the token's patterns allow, a bounded number of
+        topics per request: a page may then hold fewer than `limit` topics and still have a next one.
+        """
+        scan = principal.subscribe.listing_prefix(prefix)
+        if scan is None:
+            return [], None
+        found: list[TopicInfo] = []
+        cursor, read = after, 0
+        step = max(limit, 500)  # the store is read in large pages, whatever the page asked for
+        while read < _LISTING_SCAN:
+            page = await self.hub.topics(scan, cursor, step)
+            read += len(page)
+            for info in page:
+                cursor = info.name
+                if info.name.startswith(prefix) and principal.may(SUBSCRIBE, info.name):
+                    found.append(info)
+                    if len(found) == limit:
+                        return found, cursor
+            if len(page) < step:
+                return found, None
+        return found, cursor
 
     def routes(self) -> list[BaseRoute]:
         return [

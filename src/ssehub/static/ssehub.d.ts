@@ -24,6 +24,12 @@ export interface HubEvent<T = unknown> {
   raw: string;
 }
 
+/**
+ * A token for a hub with access control: the token itself, or a function that returns one, called again
+ * with the token the hub refused (or said had expired) when it needs a fresh one.
+ */
+export type TokenSource = string | ((refused: string | null) => string | Promise<string>);
+
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
 
 /** A handler per event name, called as (data, event); plus onEvent and onState. */
@@ -45,6 +51,8 @@ export interface SubscribeOptions {
   terminal?: readonly string[];
   /** Event names to listen to besides the handlers' and the agent vocabulary. */
   events?: readonly string[];
+  /** Sent as `?token=` by subscribe() (EventSource cannot set headers), as a bearer token by stream(). */
+  token?: TokenSource;
   withCredentials?: boolean;
   credentials?: RequestCredentials;
 }
@@ -56,7 +64,13 @@ export interface Subscription {
 }
 
 export interface StreamHandlers extends Handlers {
-  onStart?: (start: { runId: string | null; eventsUrl: string | null; response: Response }) => void;
+  /** `runToken` (X-Run-Token) may read and cancel this run and nothing else: pass it to cancel(). */
+  onStart?: (start: {
+    runId: string | null;
+    eventsUrl: string | null;
+    runToken: string | null;
+    response: Response;
+  }) => void;
 }
 
 export interface StreamOptions extends SubscribeOptions {
@@ -77,6 +91,8 @@ export interface CancelOptions {
   base?: string;
   headers?: Record<string, string>;
   credentials?: RequestCredentials;
+  /** The run's token (onStart's runToken), or any token that may cancel it. */
+  token?: TokenSource;
 }
 
 /** Subscribe to a topic's (or run's) events with EventSource, resuming from the last id read. */

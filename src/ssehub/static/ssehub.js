@@ -15,6 +15,12 @@
 //
 // Every event carries an integer id. The last id read is kept per URL in sessionStorage, so a page that
 // reloads resumes exactly where it was: nothing repeated, nothing missing.
+//
+// A hub with access control wants a token: `{ token: "..." }`, or `{ token: async (refused) => fresh() }`,
+// called again (with the token refused) when the hub answers 401 or ends a stream with `auth_expired` (the
+// token expired mid-stream); the stream then resumes from its last id. subscribe() sends it as `?token=`
+// (EventSource cannot set headers), stream() and cancel() as `Authorization: Bearer`. stream() hands the
+// run's own token (`X-Run-Token`: read and cancel that run) to onStart, and resumes with it.
 
 export const TERMINAL_EVENTS = Object.freeze(["done", "error", "cancelled"]);
 export const AGENT_EVENTS = Object.freeze([
@@ -46,6 +52,66 @@ async function errorOf(response) {
     if (body && body.error) ({ code, message } = body.error);
   } catch { /* not JSON: keep the status line */ }
   return new SSEHubError(response.status, code, message);
+}
+
+/**
+ * A token source from a string, a function returning a (promise of a) token, or nothing. `get(stale)` gives
+ * the current token, or a fresh one when `stale` is the current one (the hub refused it, or it expired).
+ * The function is called with the token the hub refused (null the first time), so it can tell "the token
+ * you have" from "a fresh one, please".
+ */
+function tokenSource(token) {
+  const refreshable = typeof token === "function";
+  let current = typeof token === "string" && token ? token : null, pending = null;
+  const stale = (refused) => refreshable && (current === null || current === refused);
+  return {
+    refreshable,
+    /** The token at once when no fresh one is needed (null: none), else undefined: get() must ask. */
+    ready(refused = null) {
+      return stale(refused) ? undefined : current;
+    },
+    async get(refused = null) {
+      if (stale(refused)) {
+        const given = current;
+        pending ??= Promise.resolve()
+          .then(() => token(given))
+          .finally(() => { pending = null; });
+        const fresh = await pending;
+        if (typeof fresh !== "string" || !fresh) throw new Error("the token function must return a non-empty string");
+        current = fresh;
+      }
+      return current;
+    },
+  };
+}
+
+// The credentials of a run: its own token from X-Run-Token while the hub takes it, then the caller's.
+function runSource(runToken, fallback) {
+  let own = runToken || null;
+  return {
+    refreshable: true,
+    async get(stale = null) {
+      if (own !== null && stale !== own) return own;
+      if (own !== null) {
+        own = null;
+        return fallback.get(null);
+      }
+      return fallback.get(stale);
+    },
+  };
+}
+
+const bearer = (token) => (token ? { Authorization: `Bearer ${token}` } : {});
+
+// fetch() with the source's token; on a 401, once more with a fresh one (nothing was done: safe to repeat).
+async function fetchWith(source, url, init) {
+  let token = await source.get();
+  let response = await fetch(url, { ...init, headers: { ...init.headers, ...bearer(token) } });
+  if (response.status === 401 && source.refreshable) {
+    token = await source.get(token);
+    response = await fetch(url, { ...init, headers: { ...init.headers, ...bearer(token) } });
+  }
+  return response;
 }
 
 function absolute(url) {
@@ -174,13 +240,15 @@ function memory(url, options) {
  * for every event; `onState(state)` with connecting, open, reconnecting or closed.
  * options: `after` (start after this id; otherwise the id kept in sessionStorage, otherwise live events only),
  * `resume: false` (keep no id in sessionStorage), `storage`, `key`, `terminal` (event names that end it),
- * `events` (names to listen to besides the handlers' and the agent vocabulary).
+ * `events` (names to listen to besides the handlers' and the agent vocabulary), `token` (a string, or a
+ * function returning a fresh one), `withCredentials` (send cookies to another origin).
  */
 export function subscribe(url, handlers = {}, options = {}) {
   const cursor = memory(url, options);
   const terminal = new Set(options.terminal ?? TERMINAL_EVENTS);
   const names = new Set([...AGENT_EVENTS, ...(options.events ?? []), ...Object.keys(handlers)]);
-  let state = null, source = null, probing = null;
+  const tokens = tokenSource(options.token);
+  let state = null, source = null, probing = null, token = null, refreshed = false;
 
   const setState = (next) => {
     if (next === state) return;
@@ -214,24 +282,54 @@ export function subscribe(url, handlers = {}, options = {}) {
       connect();
     });
   };
-  const connect = () => {
+  // Opens an EventSource from the cursor; with `stale`, after getting a token fresher than that one (at once,
+  // in this task, when there is no token function to ask).
+  const connect = (stale = null) => {
+    const now = tokens.ready(stale);
+    if (now !== undefined) return open(now);
+    tokens.get(stale).then(open, () => {
+      // No fresh token now (offline?): try again in a while, as EventSource would.
+      setState("reconnecting");
+      setTimeout(() => state !== "closed" && connect(stale), 2000);
+    });
+  };
+  const open = (given) => {
+    token = given;
+    if (state === "closed") return;
     const target = absolute(url);
     if (cursor.last !== null) target.searchParams.set("after", String(cursor.last));
+    if (token) target.searchParams.set("token", token);
     const es = (source = new EventSource(target.href, { withCredentials: options.withCredentials ?? false }));
     es.addEventListener("open", () => {
       stopProbing();
+      refreshed = false;
       setState("open");
     });
     es.addEventListener("error", (e) => {
       if (e instanceof MessageEvent || es !== source) return; // an `event: error` from the server, or a replaced source
       if (es.readyState === EventSource.CLOSED) {
-        // The hub answered 204 (the topic has ended and everything was read) or an HTTP error.
+        // The hub answered 204 (the topic has ended and everything was read) or an HTTP error, such as a 401
+        // for a token that expired while EventSource reconnected by itself. Once, try a fresh token.
         stopProbing();
+        if (tokens.refreshable && !refreshed && state !== "closed") {
+          refreshed = true;
+          setState("reconnecting");
+          connect(token);
+          return;
+        }
         setState("closed");
         return;
       }
       setState("reconnecting");
       probe();
+    });
+    // The token expired mid-stream: the hub ends the stream now; go on from the cursor with a fresh one.
+    es.addEventListener("auth_expired", () => {
+      if (es !== source) return;
+      es.close();
+      if (state === "closed") return;
+      setState("reconnecting");
+      connect(token);
     });
     for (const name of names) {
       if (name === "onEvent" || name === "onState" || name === "open") continue;
@@ -297,7 +395,10 @@ async function waitForHub(ms, url, signal, options, probe) {
  * If the connection drops before a terminal event, it resumes from the last id through the run's events URL
  * (`options.eventsUrl`, or the answer's Location header + "/events").
  *
- * handlers: as for subscribe(), plus `onStart({runId, eventsUrl, response})` once the hub has answered.
+ * handlers: as for subscribe(), plus `onStart({runId, eventsUrl, runToken, response})` once the hub has
+ * answered; `runToken` (X-Run-Token) may read and cancel that run: pass it to cancel(). options.token (a
+ * string, or a function returning a fresh one) authorises the POST, and the resumes once the run's own
+ * token is refused.
  * Returns {abort(), done}: `done` resolves with the terminal event (or null if the stream ended without one)
  * and rejects with an SSEHubError when the hub refuses the request.
  */
@@ -312,7 +413,10 @@ export function stream(url, body, handlers = {}, options = {}) {
     handlers.onState?.(next);
   };
 
-  // Reads one response to its end; returns the terminal event if one came.
+  const EXPIRED = {};
+  const tokens = tokenSource(options.token);
+
+  // Reads one response to its end; returns the terminal event if one came, EXPIRED if the token ran out.
   async function read(response, cursor, retry) {
     const parser = new SSEParser();
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -321,6 +425,7 @@ export function stream(url, body, handlers = {}, options = {}) {
         const { value, done } = await reader.read();
         if (done) return null;
         for (const raw of parser.push(value)) {
+          if (raw.event === "auth_expired") return EXPIRED;
           const ev = deliver(handlers, raw, cursor.remember);
           if (terminal.has(ev.event)) return ev;
         }
@@ -340,7 +445,7 @@ export function stream(url, body, handlers = {}, options = {}) {
     if (typeof body !== "string") headers["Content-Type"] = "application/json";
     let response;
     try {
-      response = await fetch(url, {
+      response = await fetchWith(tokens, url, {
         method: "POST",
         headers,
         body: typeof body === "string" ? body : JSON.stringify(body),
@@ -357,26 +462,38 @@ export function stream(url, body, handlers = {}, options = {}) {
     const eventsUrl =
       options.eventsUrl ?? (location ? new URL(location.replace(/\/$/, "") + "/events", base).href : null);
     const runId = response.headers.get("X-Run-Id");
+    const runToken = response.headers.get("X-Run-Token");
+    const credentials = runSource(runToken, tokens);
     // The answer is the run's own stream, so its ids are kept under the events URL: a reload resumes there.
     const cursor = memory(eventsUrl ?? url, { ...options, after: 0 });
-    handlers.onStart?.({ runId, eventsUrl, response });
+    handlers.onStart?.({ runId, eventsUrl, runToken, response });
     const retry = { ms: 1000 };
-    let failures = 0;
+    let failures = 0, used = await tokens.get();
     for (;;) {
       setState("open");
       const ended = await read(response, cursor, retry);
-      if (ended) return ended;
+      if (ended && ended !== EXPIRED) return ended;
       if (!eventsUrl) return null;
       // Reconnect until the hub answers; back off while it fails, but come back as soon as it is up again.
+      // An expired token: straight back, with a fresh one.
       let away = true; // the connection dropped: the hub may be restarting
+      let stale = ended === EXPIRED ? used : null, refusals = 0;
       for (;;) {
         setState("reconnecting");
-        const delay = Math.min(retry.ms * 2 ** Math.min(failures, 4), 15000);
-        await waitForHub(delay, eventsUrl, signal, options, away);
+        if (stale === null) {
+          const delay = Math.min(retry.ms * 2 ** Math.min(failures, 4), 15000);
+          await waitForHub(delay, eventsUrl, signal, options, away);
+        }
         if (signal.aborted) throw new DOMException("aborted", "AbortError");
         try {
+          used = await credentials.get(stale);
           response = await fetch(eventsUrl, {
-            headers: { Accept: "text/event-stream", "Last-Event-ID": String(cursor.last ?? 0), ...(options.headers ?? {}) },
+            headers: {
+              Accept: "text/event-stream",
+              "Last-Event-ID": String(cursor.last ?? 0),
+              ...(options.headers ?? {}),
+              ...bearer(used),
+            },
             signal,
             credentials: options.credentials ?? "same-origin",
           });
@@ -384,13 +501,21 @@ export function stream(url, body, handlers = {}, options = {}) {
           if (signal.aborted) throw err;
           away = true;
           failures += 1;
+          stale = null;
           continue;
         }
         if (response.status === 204) return null; // the run has ended and everything was read
         if (response.ok) break;
+        // Refused: the run's token has expired, say; then the caller's, then a fresh one of the caller's.
+        if (response.status === 401 && refusals < 2) {
+          refusals += 1;
+          stale = used;
+          continue;
+        }
         if (response.status < 500) throw await errorOf(response);
         away = false;
         failures += 1;
+        stale = null;
       }
       failures = 0;
     }
@@ -407,12 +532,15 @@ export function stream(url, body, handlers = {}, options = {}) {
   };
 }
 
-/** Asks the hub to cancel a run; resolves with {id, status}. `options.base` is the hub's URL prefix. */
+/**
+ * Asks the hub to cancel a run; resolves with {id, status}. `options.base` is the hub's URL prefix;
+ * `options.token` the run's token (onStart's runToken) or any other that may cancel it, or a function.
+ */
 export async function cancel(runId, options = {}) {
   const base = (options.base ?? "").replace(/\/$/, "");
   let response;
   try {
-    response = await fetch(`${base}/runs/${encodeURIComponent(runId)}/cancel`, {
+    response = await fetchWith(tokenSource(options.token), `${base}/runs/${encodeURIComponent(runId)}/cancel`, {
       method: "POST",
       headers: { Accept: "application/json", ...(options.headers ?? {}) },
       credentials: options.credentials ?? "same-origin",

@@ -81,7 +81,7 @@ from ..exceptions import IdempotencyConflict, InvalidInput, StoreUnavailable, To
 from .base import Appended, Change, Created, Page, Producer, Store, StreamState, new_epoch
 from .redis_client import NotSent, SlowConnect, open_client
 
-__all__ = ["GROUPS", "RedisStore"]
+__all__ = ["DURABILITY_LEVELS", "GROUPS", "RedisStore", "durability_problems"]
 
 log = logging.getLogger("ssehub.redis")
 
@@ -1209,3 +1209,55 @@ class RedisStore(Store):
                 return
             self._gone_here(source)
             source, fork = upstream, source
+
+# -- durability ----------------------------------------------------------------------------------------------
+
+#: What a Redis can promise about acknowledged events, weakest first (see docs/reliability.md):
+#:   none     a restart of Redis may lose the logs (subscribers are told with `event: reset`)
+#:   process  a Redis killed or restarted loses nothing acknowledged: appendonly yes
+#:   machine  neither does a power loss of its machine: appendonly yes and appendfsync always
+DURABILITY_LEVELS = ("none", "process", "machine")
+
+
+async def durability_problems(client: aioredis.Redis, wanted: str) -> list[str]:
+    """What in this Redis's configuration breaks the durability `wanted` (one of DURABILITY_LEVELS); [] if nothing.
+
+    At every level eviction must be off: an evicted log loses acknowledged events and an evicted
+    idempotency key lets a retry be written twice, both silently.
+    """
+    if wanted not in DURABILITY_LEVELS:
+        raise InvalidInput(f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {wanted!r}")
+    names = ("appendonly", "appendfsync", "maxmemory", "maxmemory-policy")
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for name in names:  # one name per CONFIG GET: Redis before 7 takes only one
+                pipe.config_get(name)
+            replies = await pipe.execute()
+    except RedisError as exc:
+        # Managed services often rename or forbid CONFIG: say so rather than guess.
+        return [
+            f"cannot read the Redis configuration ({exc or type(exc).__name__}): durability {wanted!r} not verified"
+        ]
+    config: dict[str, str] = {}
+    for reply in replies:
+        config.update({_text(k): _text(v) for k, v in reply.items()})
+    problems = []
+    if config.get("maxmemory", "0") != "0" and config.get("maxmemory-policy") != "noeviction":
+        problems.append(
+            f"maxmemory-policy is {config.get('maxmemory-policy')} with maxmemory {config['maxmemory']}: Redis may "
+            "evict topic logs and idempotency keys; set maxmemory-policy noeviction"
+        )
+    if wanted != "none" and config.get("appendonly") != "yes":
+        problems.append(
+            "appendonly is no: a restart of Redis loses every event since its last snapshot; set appendonly yes"
+        )
+    if wanted == "machine" and config.get("appendonly") == "yes" and config.get("appendfsync") != "always":
+        problems.append(
+            f"appendfsync is {config.get('appendfsync')}: a power loss can lose the last second of acknowledged "
+            "events; set appendfsync always"
+        )
+    return problems
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -17,3 +17,12 @@ run.done.then((end: HubEvent | null) => console.log(end?.event, last)).catch((er
   if (err instanceof SSEHubError) console.log(err.status, err.code, err.message);
 });
 if (runId !== null) void cancel(runId, { base: "" }).then(({ status }) => console.log(status));
+
+// With access control: a token, or a function the client calls again for a fresh one; a run's own token.
+const fresh = async (refused: string | null): Promise<string> => (await fetch(`/token?stale=${refused !== null}`)).text();
+subscribe("/topics/build-42/events", {}, { token: fresh }).close();
+stream("/agents/chat", { message: "hi" }, {
+  onStart: ({ runId: id, runToken }) => {
+    if (id !== null && runToken !== null) void cancel(id, { token: runToken });
+  },
+}, { token: "a-token" });

@@ -6,6 +6,12 @@
 //   - the tab that asks reads it from its POST (stream());
 //   - a tab that reloads restores what it showed (sessionStorage) and resumes after the last id it read;
 //   - any other tab reads the run from its first event.
+//
+// With access control on, the page asks POST /demo/token for a short-lived token that may start the demo
+// agent and use the topics under `demo/{browser}/` (this browser's own, named by an HttpOnly cookie), and
+// asks again whenever the hub says it has expired. Runs are read and stopped with the run's own token
+// (X-Run-Token) while the page has it, else with the page's: this browser started them, so they are its own.
+// Without access control the token is null and the topics are under `demo/`.
 import { cancel, stream, subscribe } from "/_ssehub/ssehub.js";
 
 const $ = (id) => document.getElementById(id);
@@ -22,7 +28,38 @@ function sessionId() {
   return id;
 }
 const session = sessionId();
-const sessionEvents = `/topics/demo/sessions/${session}/events`;
+
+// -- the page's token --------------------------------------------------------------------------------------
+
+let access = null; // {token, expires_in, topics} from the hub, and when to ask again
+let asking = null;
+function askToken() {
+  asking ??= (async () => {
+    const response = await fetch("/demo/token", { method: "POST", headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`the hub refused a token (${response.status})`);
+    const got = await response.json();
+    // Ask again a little before the hub would refuse it.
+    const life = Number(got.expires_in) || 0;
+    access = { ...got, renewAt: Date.now() + 1000 * (life - Math.min(5, life / 4)) };
+    return access;
+  })().finally(() => { asking = null; });
+  return asking;
+}
+// For ssehub.js: the token we have, or a fresh one when the hub refused that one (or it is about to expire).
+async function pageToken(refused = null) {
+  if (!access || access.token === refused || Date.now() >= access.renewAt) await askToken();
+  return access.token;
+}
+const bearer = async () => (access.token ? { Authorization: `Bearer ${await pageToken()}` } : {});
+
+// The page waits for its first token (null without access control) before it talks to the hub.
+const ready = askToken().catch((err) => {
+  const banner = $("banner");
+  banner.hidden = false;
+  banner.textContent = `Cannot reach the hub: ${err.message}. Reload to try again.`;
+  throw err;
+});
+let sessionEvents = null, token;
 const eventsUrl = (runId) => `/runs/${encodeURIComponent(runId)}/events`;
 const snapshotKey = (runId) => `ssehub-demo:turn:${runId}`;
 
@@ -39,7 +76,7 @@ function newTurn(message) {
 
 function save(turn) {
   if (!turn.runId) return;
-  const { el, ...data } = turn;
+  const { el, runToken, ...data } = turn;
   try {
     sessionStorage.setItem(snapshotKey(turn.runId), JSON.stringify(data));
   } catch { /* storage full: a reload replays the run instead */ }
@@ -226,12 +263,14 @@ function follow(turn, after) {
     onState(state);
     // The run ended while we were away (204): ask the hub how it ended.
     if (state === "closed" && turn.status === "running") settle(turn);
-  }), after === undefined ? {} : { after });
+  }), after === undefined ? { token } : { after, token });
 }
 
 async function settle(turn) {
   try {
-    const response = await fetch(`/runs/${encodeURIComponent(turn.runId)}`, { headers: { Accept: "application/json" } });
+    const response = await fetch(`/runs/${encodeURIComponent(turn.runId)}`, {
+      headers: { Accept: "application/json", ...(await bearer()) },
+    });
     if (!response.ok) return;
     const run = await response.json();
     if (TERMINAL.has(run.status)) {
@@ -266,10 +305,12 @@ async function ask(message) {
   pending = turn;
   setBusy(true);
   schedule(turn);
+  await ready;
   const run = stream("/agents/chat", { message }, {
     ...handlersFor(turn, connection("ask")),
-    onStart: ({ runId }) => {
+    onStart: async ({ runId, runToken }) => {
       turn.runId = runId;
+      turn.runToken = runToken; // kept in memory only: a reload reads the run with the page's token
       turns.set(runId, turn);
       pending = null;
       save(turn);
@@ -277,11 +318,11 @@ async function ask(message) {
       // Tell the other tabs of this session (and this tab after a reload) about the new run.
       fetch(sessionEvents, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", ...(await bearer()) },
         body: JSON.stringify({ event: "turn", data: { run: runId, message } }),
       });
     },
-  });
+  }, { token });
   try {
     const ended = await run.done;
     if (!ended && turn.runId) await settle(turn);
@@ -294,12 +335,16 @@ async function ask(message) {
   if (activeTurn() === null) setBusy(false);
 }
 
+// The run's own token while the hub takes it, then the page's.
+const stopToken = (turn) => (refused) =>
+  turn.runToken && !refused ? turn.runToken : pageToken(refused === turn.runToken ? null : refused);
+
 async function stop() {
   const turn = activeTurn();
   if (!turn || !turn.runId) return;
   stopBtn.disabled = true;
   try {
-    await cancel(turn.runId);
+    await cancel(turn.runId, { token: access.token ? stopToken(turn) : undefined });
   } catch (err) {
     turn.note = `Could not stop: ${err.message}`;
     schedule(turn);
@@ -311,11 +356,15 @@ async function stop() {
 // -- wiring ----------------------------------------------------------------------------------------------------------
 
 // The session topic is the page's own connection: the banner shows when it drops, even between answers.
-subscribe(
-  sessionEvents,
-  { turn: (d) => d && d.run && join(String(d.run), String(d.message ?? "")), onState: connection("session") },
-  { after: 0, resume: false, terminal: [] },
-);
+ready.then(() => {
+  sessionEvents = `/topics/${access.topics}sessions/${session}/events`;
+  token = access.token ? pageToken : undefined;
+  subscribe(
+    sessionEvents,
+    { turn: (d) => d && d.run && join(String(d.run), String(d.message ?? "")), onState: connection("session") },
+    { after: 0, resume: false, terminal: [], token },
+  );
+}).catch(() => {}); // the banner says it
 
 function send() {
   const message = input.value.trim();
