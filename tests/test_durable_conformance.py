@@ -14,6 +14,9 @@ from support import ServerProcess, redis_prefix
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 LONG_POLL_MS = 1000  # the server's long-poll timeout, below what the suite allows (its value + 1 s)
+# The suite checks what browsers see, CORS preflights included: a hub serves browsers of other origins
+# only when told which (`--cors-origin`; `*` for any, never with cookies).
+SERVE_OPTIONS = ("--long-poll-timeout", str(LONG_POLL_MS / 1000), "--cors-origin", "*")
 
 
 def check(summary: dict[str, object], store: str) -> None:
@@ -26,7 +29,7 @@ def check(summary: dict[str, object], store: str) -> None:
 
 def test_suite_on_sqlite(server: Callable[..., ServerProcess], tmp_path: Path) -> None:
     require_harness()
-    proc = server("--store", f"sqlite:///{tmp_path / 'ds.db'}", "--long-poll-timeout", str(LONG_POLL_MS / 1000))
+    proc = server("--store", f"sqlite:///{tmp_path / 'ds.db'}", *SERVE_OPTIONS)
     check(run_suite(proc.url, tmp_path / "summary.json", LONG_POLL_MS), "sqlite")
 
 
@@ -41,7 +44,6 @@ def test_suite_on_redis_with_two_processes(
             f"{redis_url}?prefix={prefix}",
             "--workers",
             "2",
-            "--long-poll-timeout",
-            str(LONG_POLL_MS / 1000),
+            *SERVE_OPTIONS,
         )
         check(run_suite(proc.url, tmp_path / "summary.json", LONG_POLL_MS), "redis, 2 processes")

@@ -1,5 +1,5 @@
 """ssehub's own rules on the Durable Streams surface, through real sockets (the suite covers the protocol):
-the hub's token guards writes, the prefix is configurable or off, ssehub topics are JSON streams, and every
+the hub's keys and tokens guard every operation, the prefix is configurable or off, ssehub topics are JSON streams, and every
 refusal is a JSON error with the protocol's headers."""
 
 from __future__ import annotations
@@ -8,24 +8,39 @@ import httpx
 import pytest
 
 from ssehub import Hub, HubConfig
+from ssehub.access import Policy
 from ssehub.asgi import create_app
+from ssehub.asgi.auth import Access
 from ssehub.durable import offsets
 from support import serve_app
 
 
-async def test_the_token_guards_writes_and_not_reads() -> None:
-    hub = Hub("memory://", HubConfig(token="s3cret"))
-    async with serve_app(create_app(hub)) as url, httpx.AsyncClient(base_url=url) as client:
-        refused = await client.put("/v1/stream/t", headers={"content-type": "text/plain"})
+async def test_the_hubs_keys_and_tokens_guard_every_stream_operation() -> None:
+    key = "k" * 24
+    policy = Policy({"ops": key})
+    hub = Hub("memory://")
+    async with serve_app(create_app(hub, access=Access(policy))) as url, httpx.AsyncClient(base_url=url) as client:
+        refused = await client.put("/v1/stream/a/t", headers={"content-type": "text/plain"})
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
         assert refused.headers["x-content-type-options"] == "nosniff"
-        auth = {"authorization": "Bearer s3cret", "content-type": "text/plain"}
-        assert (await client.put("/v1/stream/t", headers=auth, content=b"hi")).status_code == 201
-        assert (
-            await client.post("/v1/stream/t", headers={"content-type": "text/plain"}, content=b"x")
-        ).status_code == 401
-        assert (await client.delete("/v1/stream/t")).status_code == 401
-        assert (await client.get("/v1/stream/t")).text == "hi"
+        assert (await client.get("/v1/stream/a/t")).status_code == 401  # reads are checked too
+        ops = {"authorization": f"Bearer {key}", "content-type": "text/plain"}
+        assert (await client.put("/v1/stream/a/t", headers=ops, content=b"hi")).status_code == 201
+        assert (await client.put("/v1/stream/b/t", headers=ops, content=b"secret")).status_code == 201
+        # A browser's token names the stream paths it may read and write, as topic patterns.
+        reader = {"authorization": f"Bearer {policy.mint(subscribe=['a/*'])}", "content-type": "text/plain"}
+        assert (await client.get("/v1/stream/a/t", headers=reader)).text == "hi"
+        assert (await client.head("/v1/stream/a/t", headers=reader)).status_code == 200
+        assert (await client.get("/v1/stream/b/t", headers=reader)).status_code == 403
+        async with client.stream("GET", "/v1/stream/a/t?offset=-1&live=sse", headers=reader) as sse:
+            assert sse.status_code == 200
+        assert (await client.post("/v1/stream/a/t", headers=reader, content=b"x")).status_code == 403
+        assert (await client.delete("/v1/stream/a/t", headers=reader)).status_code == 403
+        # Forking a stream reads its history: it needs the right to read the source.
+        forker = {"authorization": f"Bearer {policy.mint(publish=['a/**'], subscribe=['a/**'])}"}
+        fork = await client.put("/v1/stream/a/fork", headers={**forker, "stream-forked-from": "/v1/stream/b/t"})
+        assert fork.status_code == 403
+        assert (await client.get("/v1/stream/b/t", headers=ops)).text == "secret"
 
 
 async def test_prefix_is_configurable_and_can_be_off() -> None:

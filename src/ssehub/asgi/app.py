@@ -162,7 +162,7 @@ def create_app(
         from .durable import DurableStreams
 
         timeout = hub.config.long_poll_timeout
-        middleware.append(Middleware(DurableStreams, hub=hub, prefix=prefix, long_poll_timeout=timeout))
+        middleware.append(Middleware(DurableStreams, hub=hub, access=access, prefix=prefix, long_poll_timeout=timeout))
     router = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     router.state.hub = hub
     router.state.access = access

@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.types import Message, Scope, Send
 
 from ..access import OPEN, Policy, Principal, forbidden
+from ..durable.headers import REQUEST_HEADERS, RESPONSE_HEADERS
 from ..exceptions import InvalidInput, Unauthorized
 from .access import SUBJECT_KEY
 from .responses import error_response
@@ -57,9 +58,14 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
-_ALLOW_METHODS = "GET, HEAD, POST, DELETE"
-_ALLOW_HEADERS = "Authorization, Content-Type, Accept, Last-Event-ID, Idempotency-Key, Prefer"
-_EXPOSE_HEADERS = "Location, X-Run-Id, X-Run-Token, Preference-Applied, Retry-After, WWW-Authenticate"
+_ALLOW_METHODS = "GET, HEAD, PUT, POST, DELETE"
+# ssehub's own headers, and those of the Durable Streams surface (`ssehub.asgi.durable`).
+_ALLOW_HEADERS = ", ".join(
+    ("Authorization", "Content-Type", "Accept", "Last-Event-ID", "Idempotency-Key", "Prefer", *REQUEST_HEADERS)
+)
+_EXPOSE_HEADERS = ", ".join(
+    ("Location", "X-Run-Id", "X-Run-Token", "Preference-Applied", "Retry-After", "WWW-Authenticate", *RESPONSE_HEADERS)
+)
 
 
 def _origin(value: str) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -36,12 +35,14 @@ from urllib.parse import urlsplit
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..access import PUBLISH, SUBSCRIBE
 from ..durable import frames, headers, messages, offsets
 from ..events import Event, NewEvent, validate_topic
 from ..exceptions import EventTooLarge, Gone, InvalidInput, SSEHubError, TopicNotFound, Unauthorized
 from ..hub import Hub
 from ..stores import Appended, Change, Created, Producer, Store, StreamState
 from ..tail import Tail
+from .auth import Access
 from .responses import EventSourceResponse
 
 __all__ = ["DurableStreams"]
@@ -52,23 +53,10 @@ log = logging.getLogger("ssehub.durable")
 _NATIVE = {"content_type": messages.JSON}
 _DEFAULT_TYPE = "application/octet-stream"
 
-_REQUEST_HEADERS = (
-    "authorization, content-type, if-none-match, last-event-id, stream-seq, stream-ttl, stream-expires-at, "
-    "stream-closed, producer-id, producer-epoch, producer-seq, stream-forked-from, stream-fork-offset, "
-    "stream-fork-sub-offset"
-)
-_RESPONSE_HEADERS = (
-    "stream-next-offset, stream-cursor, stream-up-to-date, stream-closed, stream-ttl, stream-expires-at, "
-    "stream-sse-data-encoding, producer-epoch, producer-seq, producer-expected-seq, producer-received-seq, "
-    "etag, location, content-type"
-)
-# On every response, errors included: browsers must not sniff stream bytes into something runnable.
-_COMMON = {
-    "x-content-type-options": "nosniff",
-    "cross-origin-resource-policy": "cross-origin",
-    "access-control-allow-origin": "*",
-    "access-control-expose-headers": _RESPONSE_HEADERS,
-}
+_REQUEST_HEADERS = ", ".join(("Authorization", "Content-Type", "Last-Event-ID", *headers.REQUEST_HEADERS))
+# On every response, errors included: browsers must not sniff stream bytes into something runnable. CORS
+# headers are not among them: `ssehub.asgi.auth` adds them for the origins the hub allows (--cors-origin).
+_COMMON = {"x-content-type-options": "nosniff", "cross-origin-resource-policy": "cross-origin"}
 _COMMON_RAW = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _COMMON.items()]
 _CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
 
@@ -187,6 +175,7 @@ class DurableStreams:
         self,
         app: ASGIApp,
         hub: Hub,
+        access: Access,
         *,
         prefix: str = "/v1/stream",
         long_poll_timeout: float = 15.0,
@@ -195,6 +184,7 @@ class DurableStreams:
     ) -> None:
         self.app = app
         self.hub = hub
+        self.access = access
         self.prefix = prefix.rstrip("/")
         self.long_poll_timeout = long_poll_timeout
         self.sse_duration = sse_duration
@@ -291,10 +281,12 @@ class DurableStreams:
                 },
             )
         topic = self._topic(request)
+        # The same keys and tokens as every other endpoint; a stream's path is a topic name for the patterns.
         if method in ("GET", "HEAD"):
-            return await (self._read(request, topic, h) if method == "GET" else self._head(topic))
+            principal = self.access.require(request, SUBSCRIBE, topic)
+            return await (self._read(request, topic, h, principal.expires) if method == "GET" else self._head(topic))
         if method in ("PUT", "POST", "DELETE"):
-            self._authorise(h)
+            self.access.require(request, PUBLISH, topic)
             if method == "PUT":
                 return await self._create(request, topic, h)
             if method == "POST":
@@ -306,14 +298,6 @@ class DurableStreams:
             f"{method} is not a Durable Streams operation",
             {"allow": "GET, HEAD, PUT, POST, DELETE, OPTIONS"},
         )
-
-    def _authorise(self, h: dict[str, str]) -> None:
-        token = self.hub.config.token
-        if token is None:
-            return
-        given = h.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise Unauthorized("this hub needs Authorization: Bearer <token> to change streams")
 
     # -- state ----------------------------------------------------------------------------------------
 
@@ -424,6 +408,8 @@ class DurableStreams:
         body: bytes,
     ) -> ASGIApp:
         source = self._source_topic(request, fork.source)
+        # A fork reads its source's history: whoever makes one must be allowed to read the source.
+        self.access.require(request, SUBSCRIBE, source)
         if source == topic:
             raise InvalidInput("a stream cannot be forked from itself")
         pinned = await self.store.pin_source(source, topic)
@@ -640,7 +626,7 @@ class DurableStreams:
             raise InvalidInput(f"live={live} needs an offset (-1 for the start, now for the tail)")
         return offset, live, request.query_params.get("cursor")
 
-    async def _read(self, request: Request, topic: str, h: dict[str, str]) -> ASGIApp:
+    async def _read(self, request: Request, topic: str, h: dict[str, str], until: float | None) -> ASGIApp:
         offset, live, cursor = self._parse_read(request)
         position = offsets.parse(offset) if offset is not None else 0
         state = await self._live_state(topic)
@@ -651,7 +637,7 @@ class DurableStreams:
         if after > state.info.last_id:
             raise InvalidInput(f"offset {offset} is past the tail of stream {topic!r}")
         if live == "sse":
-            return self._sse(topic, config, after, cursor)
+            return self._sse(topic, config, after, cursor, until)
         if position == offsets.NOW and live is None:
             out = self._meta_headers(state, config)
             out.update({"stream-up-to-date": "true", "cache-control": "no-store"})
@@ -742,12 +728,12 @@ class DurableStreams:
                     return None
         return None
 
-    def _sse(self, topic: str, config: _Config, after: int, cursor: str | None) -> ASGIApp:
+    def _sse(self, topic: str, config: _Config, after: int, cursor: str | None, until: float | None) -> ASGIApp:
         extra = {"content-type": "text/event-stream"}
         if messages.is_binary(config.media):
             extra["stream-sse-data-encoding"] = "base64"
         extra.update(_COMMON)
-        frames_ = self._sse_frames(topic, config, after, cursor)
+        frames_ = self._sse_frames(topic, config, after, cursor, until)
         # heartbeat=None: the frames carry their own keep-alives, so the stream needs no second task.
         response: ASGIApp = EventSourceResponse(frames_, heartbeat=None, retry_ms=None, headers=extra)
         return response
@@ -760,9 +746,14 @@ class DurableStreams:
             return "".join(e.data for e in events) if len(events) == 1 else _b64(media, events)
         return "".join(e.data for e in events)
 
-    async def _sse_frames(self, topic: str, config: _Config, after: int, cursor: str | None) -> AsyncIterator[bytes]:
+    async def _sse_frames(
+        self, topic: str, config: _Config, after: int, cursor: str | None, until: float | None
+    ) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
-        ends = loop.time() + self.sse_duration
+        # The connection ends after `sse_duration` (so a CDN can collapse readers), or when the reader's token
+        # expires: the protocol has no event for that; the client comes back with a fresh one from its offset.
+        lasts = self.sse_duration if until is None else min(self.sse_duration, until - time.time())
+        ends = loop.time() + lasts
         heartbeat = self.hub.config.heartbeat
         first = True
         quiet_since = loop.time()

@@ -14,7 +14,39 @@ from datetime import datetime
 
 from ..exceptions import InvalidInput
 
+#: The protocol's request headers, for a CORS preflight's Access-Control-Allow-Headers.
+REQUEST_HEADERS = (
+    "If-None-Match",
+    "Stream-Seq",
+    "Stream-TTL",
+    "Stream-Expires-At",
+    "Stream-Closed",
+    "Producer-Id",
+    "Producer-Epoch",
+    "Producer-Seq",
+    "Stream-Forked-From",
+    "Stream-Fork-Offset",
+    "Stream-Fork-Sub-Offset",
+)
+#: Its response headers, for Access-Control-Expose-Headers: a browser client reads them.
+RESPONSE_HEADERS = (
+    "Stream-Next-Offset",
+    "Stream-Cursor",
+    "Stream-Up-To-Date",
+    "Stream-Closed",
+    "Stream-TTL",
+    "Stream-Expires-At",
+    "Stream-SSE-Data-Encoding",
+    "Producer-Epoch",
+    "Producer-Seq",
+    "Producer-Expected-Seq",
+    "Producer-Received-Seq",
+    "ETag",
+)
+
 __all__ = [
+    "REQUEST_HEADERS",
+    "RESPONSE_HEADERS",
     "CURSOR_EPOCH",
     "CURSOR_INTERVAL",
     "ForkRequest",

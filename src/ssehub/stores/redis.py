@@ -1210,6 +1210,7 @@ class RedisStore(Store):
             self._gone_here(source)
             source, fork = upstream, source
 
+
 # -- durability ----------------------------------------------------------------------------------------------
 
 #: What a Redis can promise about acknowledged events, weakest first (see docs/reliability.md):
