@@ -1,6 +1,6 @@
 """ssehub's own rules on the Durable Streams surface, through real sockets (the suite covers the protocol):
-the hub's keys and tokens guard every operation, the prefix is configurable or off, ssehub topics are JSON streams, and every
-refusal is a JSON error with the protocol's headers."""
+the hub's keys and tokens guard every operation, the prefix is configurable or off, ssehub topics are JSON
+streams, and every refusal is a JSON error with the protocol's headers."""
 
 from __future__ import annotations
 
