@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
 import pytest
 import redis.asyncio as aioredis
 
 from ssehub.exceptions import InvalidInput
+from ssehub.stores import open_store
 from ssehub.stores.redis import durability_problems
 from support import RedisServer
 
@@ -63,3 +69,43 @@ async def test_a_redis_that_forbids_config_is_reported_not_guessed(private_redis
         await client.aclose()
     assert problem.startswith("cannot read the Redis configuration (")
     assert "CONFIG" in problem.upper() and problem.endswith("durability 'machine' not verified")
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ssehub", "serve", "--port", "0", *args], capture_output=True, text=True, timeout=30
+    )
+
+
+async def test_serve_refuses_a_redis_that_cannot_keep_the_durability_asked_for(private_redis: RedisServer) -> None:
+    admin = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        await admin.config_set("appendfsync", "everysec")
+    finally:
+        await admin.aclose()
+    done = _serve("--store", f"{private_redis.url}?durability=machine")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    where = urlsplit(private_redis.url).netloc
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"ssehub serve: Redis at {where} cannot keep durability 'machine': {EVERYSEC}"
+    )
+    bad = _serve("--store", f"{private_redis.url}?durability=disk")
+    assert bad.returncode in (1, 2)
+    assert "?durability= must be one of none, process, machine, not 'disk'" in bad.stderr.strip().splitlines()[-1]
+
+
+async def test_a_store_warns_on_start_about_what_breaks_every_level(
+    private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    admin = aioredis.Redis.from_url(private_redis.url, decode_responses=True)
+    try:
+        await admin.config_set("maxmemory", "100mb")
+        await admin.config_set("maxmemory-policy", "allkeys-lru")
+    finally:
+        await admin.aclose()
+    store = open_store(private_redis.url)  # no level stated: eviction is still worth a warning
+    with caplog.at_level(logging.WARNING, logger="ssehub.redis"):
+        await store.start()
+        await store.aclose()
+    assert [r.getMessage() for r in caplog.records if EVICTION in r.getMessage()]

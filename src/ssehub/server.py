@@ -247,7 +247,13 @@ def _print_demo_url(options: ServeOptions) -> None:
 async def _check_store(url: str) -> None:
     store = open_store(url)  # a malformed URL fails here
     if store.shared:
-        return  # a server (Redis) that is not up yet is not an error: the hub waits for it, said in one line
+        # A server (Redis) that is not up yet is not an error (the hub waits for it, said in one
+        # line); one that is up and cannot keep the durability the URL asks for is.
+        try:
+            await store.check_durability()
+        finally:
+            await store.aclose()
+        return
     await store.start()
     await store.aclose()
 

@@ -125,6 +125,13 @@ class Store(ABC):
     async def aclose(self) -> None:
         """Release every resource. The store is not used afterwards."""
 
+    async def check_durability(self) -> None:
+        """Refuse (InvalidInput) a configuration that cannot keep the durability the operator asked for.
+
+        Called once by `ssehub serve` before it serves. A store that keeps its own files promises
+        what docs/reliability.md says and has nothing to check.
+        """
+
     async def follow(self, topic: str, after: int, epoch: str | None = None) -> None:
         """Report changes of `topic` after id `after` of its log `epoch` (None: no log yet) to the listeners.
 

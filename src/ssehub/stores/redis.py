@@ -523,7 +523,12 @@ class RedisStore(Store):
             raise InvalidInput("?max_connections= must be an integer") from None
         if not 1 <= self.max_connections <= 10_000:
             raise InvalidInput("?max_connections= must be from 1 to 10000")
-        ours = ("prefix", "cluster", "max_connections")
+        self.durability = settings.get("durability") or None  # what the operator asked for; None: not stated
+        if self.durability is not None and self.durability not in DURABILITY_LEVELS:
+            raise InvalidInput(
+                f"?durability= must be one of {', '.join(DURABILITY_LEVELS)}, not {self.durability[:20]!r}"
+            )
+        ours = ("prefix", "cluster", "max_connections", "durability")
         self.url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k not in ours])))
         try:
             host, port = parts.hostname, parts.port
@@ -664,10 +669,40 @@ class RedisStore(Store):
     async def start(self) -> None:
         # Not fatal: nodes may start before Redis does. Until it answers, calls raise StoreUnavailable
         # (and the first to fail says so in the log, once).
-        with contextlib.suppress(RedisError):
+        try:
             await self._redis.ping()
+        except RedisError:
+            pass
+        else:
+            for problem in await self.durability_problems():
+                log.warning("Redis at %s: %s", self._where, problem)
         for reader in self._readers:
             reader.task = asyncio.create_task(self._read_loop(reader), name="ssehub-redis-reader")
+
+    async def durability_problems(self) -> list[str]:
+        """What in this Redis's configuration breaks the durability asked for with `?durability=`.
+
+        With none stated, only what breaks every level (eviction) is reported.
+        """
+        return await durability_problems(self._redis, self.durability or "none")
+
+    async def check_durability(self) -> None:
+        """Refuse a Redis that cannot keep the durability asked for (a Redis that is not up is no refusal).
+
+        A configuration that cannot be read (managed services often forbid CONFIG) is no refusal
+        either, only a warning when the store starts: the operator may not be able to change that.
+        """
+        if self.durability is None:
+            return
+        try:
+            await self._redis.ping()
+        except RedisError:
+            return
+        refusals = [p for p in await self.durability_problems() if not p.endswith("not verified")]
+        if refusals:
+            raise InvalidInput(
+                f"Redis at {self._where} cannot keep durability {self.durability!r}: {'; '.join(refusals)}"
+            )
 
     async def aclose(self) -> None:
         for reader in self._readers:
