@@ -1255,7 +1255,7 @@ class RedisStore(Store):
 DURABILITY_LEVELS = ("none", "process", "machine")
 
 
-async def durability_problems(client: aioredis.Redis, wanted: str) -> list[str]:
+async def durability_problems(client: aioredis.Redis | RedisCluster, wanted: str) -> list[str]:
     """What in this Redis's configuration breaks the durability `wanted` (one of DURABILITY_LEVELS); [] if nothing.
 
     At every level eviction must be off: an evicted log loses acknowledged events and an evicted
