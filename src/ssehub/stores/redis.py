@@ -1265,10 +1265,9 @@ async def durability_problems(client: aioredis.Redis | RedisCluster, wanted: str
         raise InvalidInput(f"durability must be one of {', '.join(DURABILITY_LEVELS)}, not {wanted!r}")
     names = ("appendonly", "appendfsync", "maxmemory", "maxmemory-policy")
     try:
-        async with client.pipeline(transaction=False) as pipe:
-            for name in names:  # one name per CONFIG GET: Redis before 7 takes only one
-                pipe.config_get(name)
-            replies = await pipe.execute()
+        # One name per CONFIG GET (Redis before 7 takes only one), one call each (a cluster client
+        # pipelines no CONFIG; it asks one node, and every node of a cluster is configured alike).
+        replies = [await client.config_get(name) for name in names]
     except RedisError as exc:
         # Managed services often rename or forbid CONFIG: say so rather than guess.
         return [
