@@ -278,14 +278,22 @@ class RunStarter:
         async with httpx.AsyncClient(
             base_url=self.url, transport=Recorder(self.name, self.clock, self.answers)
         ) as http:
-            return list(await asyncio.gather(*(self._settle(http, r, deadline) for r in self.runs)))
+            # A few at a time, each read at least once whatever the clock says: after a long run with
+            # hundreds of runs, a burst of reads all waiting for the pool would time out together.
+            slots = asyncio.Semaphore(16)
+            return list(await asyncio.gather(*(self._settle(http, r, deadline, slots) for r in self.runs)))
 
-    async def _settle(self, http: httpx.AsyncClient, record: dict[str, Any], deadline: float) -> Run:
+    async def _settle(
+        self, http: httpx.AsyncClient, record: dict[str, Any], deadline: float, slots: asyncio.Semaphore
+    ) -> Run:
         status: str | None = None
         answer: str | None = None
-        while record["answered"] and self.clock() < deadline:
+        first = True
+        while record["answered"] and (first or self.clock() < deadline):
+            first = False
             with contextlib.suppress(httpx.HTTPError, ValueError):
-                response = await http.get(f"/runs/{record['answered'][0]}", timeout=3.0)
+                async with slots:
+                    response = await http.get(f"/runs/{record['answered'][0]}", timeout=10.0)
                 if response.status_code == 404:
                     status = "not found"
                     break
