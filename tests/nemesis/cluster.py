@@ -51,6 +51,9 @@ class Config:
     node: bool = True
     max_events: int | None = None
     drain: float = 30.0  # seconds the clients get to finish once the faults are over
+    # Seconds a run started just before the end gets to finish: a demo answer takes 5-10 s, and
+    # several times that on a loaded machine, however short the drain.
+    run_drain: float = 90.0
     workdir: Path = field(default_factory=lambda: Path("nemesis-run"))
 
     @property

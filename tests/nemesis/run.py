@@ -115,7 +115,7 @@ async def run_nemesis(config: Config, command: str = "") -> History:
         stop.set()
         give_up = clock() + config.drain
         await _settle(asyncio.gather(*load, return_exceptions=True), config.drain + 10)
-        runs = [run for s in starters for run in await s.settle(clock() + config.drain)]
+        runs = [run for s in starters for run in await s.settle(clock() + max(config.drain, config.run_drain))]
         await _close_topics(cluster)
         readers = asyncio.gather(*tasks, return_exceptions=True)
         if cluster.node is not None:
