@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,3 +105,38 @@ async def test_redis_down_when_the_server_starts_is_one_line_and_no_traceback(se
     warnings = [line for line in output.splitlines() if "WARNING" in line]
     assert len(warnings) == 2, output  # unavailable, and answers again
     assert "is unavailable" in warnings[0] and "answers again" in warnings[1]
+
+
+async def test_a_run_waits_out_a_redis_restart_and_completes_with_every_event_once(
+    server: Start, private_redis: RedisServer
+) -> None:
+    node = server("--store", private_redis.url, "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
+    async with httpx.AsyncClient(base_url=node.url, timeout=20) as client:
+        started = await client.post("/agents/chat", json={"message": "a long enough answer"}, headers=ASYNC)
+        assert started.status_code == 202, started.text
+        run_id = started.json()["id"]
+        await asyncio.sleep(0.6)  # it is writing its answer
+        private_redis.kill()
+        await asyncio.sleep(1.5)  # away long enough for several of its writes to fail
+        private_redis.start()
+        for _ in range(200):
+            answer = await client.get(f"/runs/{run_id}")
+            assert answer.status_code == 200, (answer.status_code, answer.text)
+            doc = answer.json()
+            if doc["status"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert doc["status"] == "completed", doc
+        page = (
+            await client.get(
+                f"/topics/runs/{run_id}/events", params={"limit": 1000}, headers={"accept": "application/json"}
+            )
+        ).json()
+    ids = [e["id"] for e in page["events"]]
+    assert ids == list(range(1, len(ids) + 1))
+    text = "".join(json.loads(e["data"])["content"] for e in page["events"] if e["event"] == "text_delta")
+    assert text == doc["result"]["answer"]  # every token once, in order: none lost, none repeated
+    assert page["events"][-1]["event"] == "done"
+
+
+ASYNC = {"prefer": "respond-async"}

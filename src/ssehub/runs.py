@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from .config import HubConfig
 from .events import NewEvent, TopicInfo
@@ -62,6 +62,10 @@ log = logging.getLogger("ssehub.runs")
 AgentFunction = Callable[["Run", dict[str, Any]], Awaitable[Any]]
 
 RUN_PREFIX = "runs/"
+T = TypeVar("T")
+
+#: Seconds a run waits out a store that is away (a Redis restarting, a failover) before it fails.
+STORE_PATIENCE = 30.0
 _HOST = socket.gethostname()
 
 _current: ContextVar[Run | None] = ContextVar("ssehub_run", default=None)
@@ -245,7 +249,7 @@ class Run:
                 try:
                     events = [e for e, _ in batch if e is not None]
                     if events:
-                        ids = await self.hub.publish_many(self.topic, events)
+                        ids = await self._append(events)
                         if ids[0] != self.events + 1:  # nobody else writes here: the log was lost meanwhile
                             await self.manager.restore(self)
                         self.events += len(events)
@@ -353,8 +357,8 @@ class Run:
                 meta["result"] = self.result
             if self.error is not None:
                 meta["error"] = self.error
-            await self.hub.update_meta(self.topic, meta)
-            await self.hub.publish_many(self.topic, [terminal], close=status)
+            await self._patiently(lambda: self.hub.update_meta(self.topic, meta))
+            await self._append([terminal], close=status)
             return status
         except TopicClosed:
             return await self.manager.status_of(self.topic, status)
@@ -368,6 +372,41 @@ class Run:
                 )
                 await self.hub.update_meta(self.topic, {**self.identity, "status": "failed", "error": self.error})
             return "failed"
+
+    async def _append(self, events: list[NewEvent], close: str | None = None) -> list[int]:
+        """Append to the run's log, waiting out a store that is away (see `_patiently`).
+
+        A failed call may still have appended (the answer was what got lost). Nobody else writes
+        to a run's topic, so the log's length says whether it did, without an idempotency key
+        per batch on the hot path.
+        """
+        first = self.events + 1
+        appended = False
+
+        async def attempt() -> list[int]:
+            nonlocal appended
+            if appended:
+                with contextlib.suppress(TopicNotFound):  # not found: the log was lost, append afresh
+                    if (await self.hub.info(self.topic)).last_id >= first + len(events) - 1:
+                        return list(range(first, first + len(events)))
+            appended = True
+            return await self.hub.publish_many(self.topic, events, close=close)
+
+        return await self._patiently(attempt)
+
+    @staticmethod
+    async def _patiently(call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, again after StoreUnavailable for up to STORE_PATIENCE seconds, backing off."""
+        deadline = time.monotonic() + STORE_PATIENCE
+        delay = 0.1
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def cancel(self, reason: str = "cancelled by the client") -> bool:
         """Ask the agent's task to stop; False if the run is already ending."""
