@@ -37,6 +37,10 @@ class HubConfig:
     durable_prefix: str | None = "/v1/stream"
     #: Seconds a Durable Streams long-poll waits for data before it answers 204.
     long_poll_timeout: float = 15.0
+    #: Streaming ingest (NDJSON publishes): the most bytes one streamed request may carry.
+    max_stream_bytes: int = 64 * 1024 * 1024
+    #: Streaming ingest: seconds a stream may go without a byte before it is answered 408.
+    stream_idle_timeout: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "max_request_bytes", "max_batch", "tail_window", "page_size", "retry_ms"):
@@ -48,6 +52,8 @@ class HubConfig:
             raise ValueError("run_grace must be from 0 to 3600 seconds")
         if not 0 < self.long_poll_timeout <= 300:
             raise ValueError("long_poll_timeout must be above 0 and at most 300 seconds")
+        if self.max_stream_bytes < 1 or not 0 < self.stream_idle_timeout <= 86_400:
+            raise ValueError("max_stream_bytes must be at least 1, stream_idle_timeout above 0 and at most 86400")
         if self.durable_prefix is not None and not (
             self.durable_prefix.startswith("/")
             and len(self.durable_prefix) > 1

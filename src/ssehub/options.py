@@ -323,6 +323,21 @@ OPTIONS: tuple[Option, ...] = (
         group="logging",
         flag=True,
     ),
+    # Streaming ingest
+    Option(
+        "max-stream-bytes",
+        integer(1),
+        64 * 1024 * 1024,
+        "most bytes one streamed (application/x-ndjson) publish may carry; beyond it the stream answers 413",
+        metavar="BYTES",
+    ),
+    Option(
+        "stream-idle-timeout",
+        number(above=0, high=86_400),
+        300.0,
+        "seconds a streamed publish may send nothing before it is answered 408",
+        metavar="SECONDS",
+    ),
 )
 
 

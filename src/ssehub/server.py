@@ -80,6 +80,8 @@ class ServeOptions:
                 run_grace=settings["run-grace"],
                 durable_prefix=None if settings["durable-prefix"] in ("", "off") else settings["durable-prefix"],
                 long_poll_timeout=settings["long-poll-timeout"],
+                max_stream_bytes=settings["max-stream-bytes"],
+                stream_idle_timeout=settings["stream-idle-timeout"],
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
