@@ -263,4 +263,3 @@ def _draining_error() -> Response:
         status_code=503,
         headers={"retry-after": "1"},
     )
-
