@@ -79,13 +79,25 @@ class RawStream:
         self.writer.close()
 
 
-def stored(base: str, topic: str) -> list[dict[str, Any]]:
-    page = httpx.get(f"{base}/topics/{topic}/events?limit=1000", headers={"accept": "application/json"}, timeout=10)
+async def stored(base: str, topic: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        page = await http.get(f"{base}/topics/{topic}/events?limit=1000", headers={"accept": "application/json"})
     if page.status_code == 404:
         return []
     page.raise_for_status()
     events: list[dict[str, Any]] = page.json()["events"]
     return events
+
+
+async def until_stored(base: str, topic: str, count: int, timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while len(await stored(base, topic)) < count:
+            await asyncio.sleep(0.02)
+
+
+def stored_now(base: str, topic: str) -> list[dict[str, Any]]:
+    """`stored` for the synchronous tests."""
+    return asyncio.run(stored(base, topic))
 
 
 @pytest.fixture
@@ -125,14 +137,14 @@ async def test_a_bad_line_answers_400_with_its_number_and_keeps_the_lines_before
     assert status == 400
     assert body["error"]["line"] == 4 and body["error"]["message"].startswith("line 4: unknown event fields")
     assert (body["first_id"], body["last_id"], body["count"], body["lines"]) == (1, 3, 3, 3)
-    assert [e["data"] for e in stored(hub_url, "bad")] == ["1", "2", "3"]
+    assert [e["data"] for e in await stored(hub_url, "bad")] == ["1", "2", "3"]
 
     for bad, code in ((b"not json\n", "invalid_input"), (b'{"event": "no spaces", "data": 1}\n', "invalid_input")):
         again = await RawStream.open(hub_url, "bad")
         await again.send(line("x") + bad)
         status, body = await again.answer()
         assert (status, body["error"]["code"], body["error"]["line"], body["count"]) == (400, code, 2, 1)
-    assert len(stored(hub_url, "bad")) == 5
+    assert len(await stored(hub_url, "bad")) == 5
 
 
 async def test_a_retried_stream_with_its_key_stores_nothing_twice(hub_url: str) -> None:
@@ -142,7 +154,7 @@ async def test_a_retried_stream_with_its_key_stores_nothing_twice(hub_url: str) 
     await first.send(b"".join(lines[0:3]))
     await first.send(b"".join(lines[3:5]))
     await first.send(lines[5])
-    await eventually(lambda: len(stored(hub_url, "retry")) == 6, timeout=20)
+    await until_stored(hub_url, "retry", 6)
     first.abort()  # the connection breaks before the end: the client does not know what was stored
 
     # The retry sends everything again, in other pieces: one straddling the first attempt's batches.
@@ -156,7 +168,7 @@ async def test_a_retried_stream_with_its_key_stores_nothing_twice(hub_url: str) 
     third = await RawStream.open(hub_url, "retry", key)
     await third.send(b"".join(lines))
     assert await third.finish() == (200, {"first_id": 1, "last_id": 8, "count": 8, "lines": 8})
-    assert [e["data"] for e in stored(hub_url, "retry")] == [f'"t{i}"' for i in range(1, 9)]
+    assert [e["data"] for e in await stored(hub_url, "retry")] == [f'"t{i}"' for i in range(1, 9)]
 
 
 async def test_a_stream_above_the_cap_answers_413_after_appending_what_fit(server: Start) -> None:
@@ -169,7 +181,7 @@ async def test_a_stream_above_the_cap_answers_413_after_appending_what_fit(serve
     status, body = await stream.answer()
     assert (status, body["error"]["code"], body["count"], body["lines"]) == (413, "event_too_large", fit, fit)
     assert body["error"]["line"] == fit + 1 and "max-stream-bytes" in body["error"]["message"]
-    assert len(stored(srv.url, "big")) == fit
+    assert len(await stored(srv.url, "big")) == fit
 
     # Each line is still bound by the largest event.
     one = await RawStream.open(srv.url, "big")
@@ -216,7 +228,8 @@ async def test_publishing_a_stream_needs_the_publish_right(server: Start) -> Non
     stream = await RawStream.open(srv.url, "chat/1", {"authorization": f"Bearer {writer}"})
     await stream.send(line("x"))
     assert (await stream.finish())[0] == 200
-    listing = httpx.get(f"{srv.url}/topics/chat/1", headers={"authorization": f"Bearer {reader}"})
+    async with httpx.AsyncClient(timeout=10) as http:
+        listing = await http.get(f"{srv.url}/topics/chat/1", headers={"authorization": f"Bearer {reader}"})
     assert listing.json()["last_id"] == 1  # only the allowed stream wrote
 
 
@@ -242,6 +255,23 @@ async def test_the_async_client_streams_events_a_reader_sees_before_the_end(hub_
         assert s.result == StreamResult(None, None, 0, 0)
 
 
+async def test_the_client_resends_a_stream_cut_by_a_restart_and_nothing_is_stored_twice(
+    server: Start, tmp_path: Any
+) -> None:
+    srv = server("--store", f"sqlite:///{tmp_path / 'hub.db'}")
+    async with AsyncClient(srv.url, retries=40, retry_delay=0.1, max_delay=0.5) as client:
+        async with client.stream("restart") as s:
+            for i in range(3):
+                await s.send(i)
+            await until_stored(srv.url, "restart", 3)
+            # SIGTERM: the hub drains, the open stream is answered 503 with what it stored; then a new process.
+            await asyncio.to_thread(srv.restart)
+            for i in range(3, 6):
+                await s.send(i)
+    assert s.result == StreamResult(1, 6, 6, 6)
+    assert [e["data"] for e in await stored(srv.url, "restart")] == [str(i) for i in range(6)]
+
+
 def test_the_sync_client_streams_with_the_same_key_safely(hub_url: str) -> None:
     with Client(hub_url) as client:
         for _ in range(2):  # the same key twice: the second stream is answered from the first
@@ -263,7 +293,7 @@ def test_ssehub_publish_ndjson_streams_standard_input(hub_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"first_id": 1, "last_id": 2, "count": 2, "lines": 2}
-    assert [(e["event"], e["data"]) for e in stored(hub_url, "cli")] == [("token", '"a"'), ("message", '{"n":2}')]
+    assert [(e["event"], e["data"]) for e in stored_now(hub_url, "cli")] == [("token", '"a"'), ("message", '{"n":2}')]
 
     bad = subprocess.run(
         [sys.executable, "-m", "ssehub", "publish", "cli", "--ndjson", "--url", hub_url],
@@ -273,5 +303,4 @@ def test_ssehub_publish_ndjson_streams_standard_input(hub_url: str) -> None:
         timeout=60,
     )
     assert bad.returncode == 1 and "line 2" in bad.stderr, bad.stderr
-    assert len(stored(hub_url, "cli")) == 3  # the line before the bad one was sent
-
+    assert len(stored_now(hub_url, "cli")) == 3  # the line before the bad one was sent

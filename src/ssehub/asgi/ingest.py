@@ -136,9 +136,11 @@ class StreamIngest:
         line_limit = config.max_event_bytes * _LINE_FACTOR + _LINE_SLACK
         receive = request.receive
         loop = asyncio.get_running_loop()
-        pending = b""  # the unfinished last line
+        # The unfinished last line, in the pieces it came in: joined once, when its end arrives.
+        pending: list[bytes] = []
+        pending_size = 0
         received = 0
-        heard = loop.time()
+        heard = loop.time()  # when the last line ended (or the stream began): the idle clock
         more = True
         while more:
             try:
@@ -148,36 +150,38 @@ class StreamIngest:
                 if self.hub.draining:
                     raise _Stop(_DrainingError("the server is shutting down: resend the stream elsewhere")) from None
                 if loop.time() - heard >= idle:
-                    raise _Stop(_IdleTimeout(f"no line arrived for {idle:g} seconds")) from None
+                    raise _Stop(_IdleTimeout(f"no line ended for {idle:g} seconds"), report.lines + 1) from None
                 continue
             if message["type"] == "http.disconnect":
                 log.info("stream to %r: the client left after %d events", topic, report.count)
                 raise _Stop(InvalidInput("the client disconnected"))
-            heard = loop.time()
             body: bytes = message.get("body", b"")
             more = message.get("more_body", False)
             over = received + len(body) > cap
             if over:
                 body = body[: cap - received]
             received += len(body)
-            data = pending + body if pending else body
-            cut = data.rfind(b"\n")
+            cut = body.rfind(b"\n")
             if cut < 0:
-                pending = data
+                pending.append(body)
+                pending_size += len(body)
             else:
-                pending = data[cut + 1 :]
-                await self._append(topic, key, data[:cut].split(b"\n"), report)
+                head = b"".join((*pending, body[:cut])) if pending else body[:cut]
+                rest = body[cut + 1 :]
+                pending, pending_size = ([rest], len(rest)) if rest else ([], 0)
+                heard = loop.time()
+                await self._append(topic, key, head.split(b"\n"), report)
             if over:
                 raise _Stop(
                     EventTooLarge(f"the stream is above the limit of {cap} bytes (see --max-stream-bytes)"),
                     report.lines + 1,
                 )
-            if len(pending) > line_limit:
+            if pending_size > line_limit:
                 raise _Stop(EventTooLarge(f"a line above {line_limit} bytes"), report.lines + 1)
             if self.hub.draining and more:
                 raise _Stop(_DrainingError("the server is shutting down: resend the stream elsewhere"))
-        if pending:
-            await self._append(topic, key, [pending], report)
+        if pending_size:
+            await self._append(topic, key, [b"".join(pending)], report)
 
     async def _append(self, topic: str, key: str | None, lines: list[bytes], report: _Report) -> None:
         """Validate and append `lines` (the next ones of the stream), in batches; _Stop at a bad one."""
