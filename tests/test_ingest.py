@@ -169,6 +169,23 @@ async def test_a_retried_stream_with_its_key_stores_nothing_twice(hub_url: str) 
     await third.send(b"".join(lines))
     assert await third.finish() == (200, {"first_id": 1, "last_id": 8, "count": 8, "lines": 8})
     assert [e["data"] for e in await stored(hub_url, "retry")] == [f'"t{i}"' for i in range(1, 9)]
+    # A "retry" whose first line is not the first attempt's is not one: 422, and nothing is written.
+    other = await RawStream.open(hub_url, "retry", key)
+    await other.send(line("changed") + lines[1])
+    status, body = await other.answer()
+    assert (status, body["error"]["code"], body["error"]["line"], body["count"]) == (422, "idempotency_conflict", 1, 0)
+    assert len(await stored(hub_url, "retry")) == 8
+
+
+async def test_a_topic_closed_meanwhile_ends_the_stream_with_409(hub_url: str) -> None:
+    stream = await RawStream.open(hub_url, "closing")
+    await stream.send(line(1))
+    await until_stored(hub_url, "closing", 1)
+    async with httpx.AsyncClient(timeout=10) as http:
+        (await http.post(f"{hub_url}/topics/closing/close")).raise_for_status()
+    await stream.send(line(2))
+    status, body = await stream.answer()
+    assert (status, body["error"]["code"], body["error"]["line"], body["count"]) == (409, "topic_closed", 2, 1)
 
 
 async def test_a_stream_above_the_cap_answers_413_after_appending_what_fit(server: Start) -> None:
