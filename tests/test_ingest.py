@@ -276,15 +276,15 @@ async def test_the_client_resends_a_stream_cut_by_a_restart_and_nothing_is_store
     server: Start, tmp_path: Any
 ) -> None:
     srv = server("--store", f"sqlite:///{tmp_path / 'hub.db'}")
-    async with AsyncClient(srv.url, retries=40, retry_delay=0.1, max_delay=0.5) as client:
-        async with client.stream("restart") as s:
-            for i in range(3):
-                await s.send(i)
-            await until_stored(srv.url, "restart", 3)
-            # SIGTERM: the hub drains, the open stream is answered 503 with what it stored; then a new process.
-            await asyncio.to_thread(srv.restart)
-            for i in range(3, 6):
-                await s.send(i)
+    client = AsyncClient(srv.url, retries=40, retry_delay=0.1, max_delay=0.5)
+    async with client, client.stream("restart") as s:
+        for i in range(3):
+            await s.send(i)
+        await until_stored(srv.url, "restart", 3)
+        # SIGTERM: the hub drains, the open stream is answered 503 with what it stored; then a new process.
+        await asyncio.to_thread(srv.restart)
+        for i in range(3, 6):
+            await s.send(i)
     assert s.result == StreamResult(1, 6, 6, 6)
     assert [e["data"] for e in await stored(srv.url, "restart")] == [str(i) for i in range(6)]
 
