@@ -39,7 +39,7 @@ class HubConfig:
     long_poll_timeout: float = 15.0
     #: Streaming ingest (NDJSON publishes): the most bytes one streamed request may carry.
     max_stream_bytes: int = 64 * 1024 * 1024
-    #: Streaming ingest: seconds a stream may go without a byte before it is answered 408.
+    #: Streaming ingest: seconds a stream may go without finishing a line before it is answered 408.
     stream_idle_timeout: float = 300.0
 
     def __post_init__(self) -> None:

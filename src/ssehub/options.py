@@ -329,13 +329,15 @@ OPTIONS: tuple[Option, ...] = (
         integer(1),
         64 * 1024 * 1024,
         "most bytes one streamed (application/x-ndjson) publish may carry; beyond it the stream answers 413",
+        group="streaming ingest",
         metavar="BYTES",
     ),
     Option(
         "stream-idle-timeout",
         number(above=0, high=86_400),
         300.0,
-        "seconds a streamed publish may send nothing before it is answered 408",
+        "seconds a streamed publish may go without finishing a line before it is answered 408",
+        group="streaming ingest",
         metavar="SECONDS",
     ),
 )
