@@ -127,8 +127,10 @@ class StreamIngest:
             detail["line"] = stop.line
         if error.status >= 500 or stop.line == 0:
             log.info("stream to %r ended: %s (%d events appended)", topic, error.message, report.count)
+        # "Not now": a client may send the stream again (with its key) a second later.
+        headers = {"retry-after": "1"} if error.status in (429, 503) else None
         # The connection is closed after this answer: the rest of the body is not read.
-        return JSONResponse({"error": detail, **report.as_dict()}, status_code=error.status)
+        return JSONResponse({"error": detail, **report.as_dict()}, status_code=error.status, headers=headers)
 
     async def _read(self, request: Request, topic: str, key: str | None, report: _Report) -> None:
         config = self.hub.config
