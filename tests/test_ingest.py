@@ -126,7 +126,24 @@ async def test_lines_reach_a_subscriber_while_the_post_is_open(hub_url: str) -> 
         ]
         status, body = await stream.finish()
         await reader
-    assert (status, body) == (200, {"first_id": 1, "last_id": 3, "count": 3, "lines": 4})
+    assert (status, body) == (200, {"first_id": 1, "last_id": 3, "count": 3, "lines": 4, "ranges": [[1, 3]]})
+
+
+async def test_the_answer_lists_the_streams_own_ids_when_another_publisher_writes_between_its_lines(
+    hub_url: str,
+) -> None:
+    stream = await RawStream.open(hub_url, "shared")
+    await stream.send(line("a") + line("b"))
+    await until_stored(hub_url, "shared", 2)
+    async with httpx.AsyncClient(timeout=10) as http:
+        other = await http.post(f"{hub_url}/topics/shared/events", json={"event": "message", "data": "other"})
+    assert other.status_code == 200
+    await stream.send(line("c"))
+    status, body = await stream.finish()
+    assert status == 200
+    assert (body["first_id"], body["last_id"], body["count"], body["ranges"]) == (1, 4, 3, [[1, 2], [4, 4]])
+    assert StreamResult.from_json(body).ids == (1, 2, 4)
+    assert [e["data"] for e in await stored(hub_url, "shared")] == ['"a"', '"b"', '"other"', '"c"']
 
 
 async def test_a_bad_line_answers_400_with_its_number_and_keeps_the_lines_before_it(hub_url: str) -> None:
@@ -163,11 +180,11 @@ async def test_a_retried_stream_with_its_key_stores_nothing_twice(hub_url: str) 
     await second.send(b"".join(lines[1:7]))
     await second.send(lines[7])
     status, body = await second.finish()
-    assert (status, body) == (200, {"first_id": 1, "last_id": 8, "count": 8, "lines": 8})
+    assert (status, body) == (200, {"first_id": 1, "last_id": 8, "count": 8, "lines": 8, "ranges": [[1, 8]]})
     # And once more, all in one piece: the whole stream is stored, nothing is appended.
     third = await RawStream.open(hub_url, "retry", key)
     await third.send(b"".join(lines))
-    assert await third.finish() == (200, {"first_id": 1, "last_id": 8, "count": 8, "lines": 8})
+    assert await third.finish() == (200, {"first_id": 1, "last_id": 8, "count": 8, "lines": 8, "ranges": [[1, 8]]})
     assert [e["data"] for e in await stored(hub_url, "retry")] == [f'"t{i}"' for i in range(1, 9)]
     # A "retry" whose first line is not the first attempt's is not one: 422, and nothing is written.
     other = await RawStream.open(hub_url, "retry", key)
@@ -261,7 +278,7 @@ async def test_the_async_client_streams_events_a_reader_sees_before_the_end(hub_
             await s.send("end", event="done")
             await s.send(None)
         await reader
-    assert s.result == StreamResult(1, 5, 5, 5)
+    assert s.result == StreamResult(1, 5, 5, 5, (1, 2, 3, 4, 5))
     assert [e.event for e in seen.events] == ["token"] * 3 + ["done", "message"]
 
     async with AsyncClient(hub_url) as client:
@@ -285,7 +302,7 @@ async def test_the_client_resends_a_stream_cut_by_a_restart_and_nothing_is_store
         await asyncio.to_thread(srv.restart)
         for i in range(3, 6):
             await s.send(i)
-    assert s.result == StreamResult(1, 6, 6, 6)
+    assert s.result == StreamResult(1, 6, 6, 6, (1, 2, 3, 4, 5, 6))
     assert [e["data"] for e in await stored(srv.url, "restart")] == [str(i) for i in range(6)]
 
 
@@ -295,7 +312,7 @@ def test_the_sync_client_streams_with_the_same_key_safely(hub_url: str) -> None:
             with client.stream("sync", idempotency_key="k1") as s:
                 s.send("a")
                 s.send("b", event="e")
-            assert s.result == StreamResult(1, 2, 2, 2)
+            assert s.result == StreamResult(1, 2, 2, 2, (1, 2))
         assert client.topic("sync").last_id == 2
 
 

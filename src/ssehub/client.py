@@ -536,22 +536,29 @@ class AsyncClient:
 
 @dataclass(frozen=True, slots=True)
 class StreamResult:
-    """What a streamed publish appended: the range of its ids (None: nothing), how many, and the lines read."""
+    """What a streamed publish appended: the range of its ids (None: nothing), how many, and the lines read.
+
+    `ids` are the events' own ids in line order: others may publish to the topic between a
+    stream's batches, so not every id from `first_id` to `last_id` need be the stream's.
+    """
 
     first_id: int | None
     last_id: int | None
     count: int
     lines: int
+    ids: tuple[int, ...] = ()
 
     @classmethod
     def from_json(cls, item: Any) -> StreamResult:
         try:
             first, last = item["first_id"], item["last_id"]
+            ids = tuple(id for low, high in item.get("ranges", ()) for id in range(int(low), int(high) + 1))
             return cls(
                 None if first is None else int(first),
                 None if last is None else int(last),
                 int(item["count"]),
                 int(item["lines"]),
+                ids,
             )
         except (KeyError, TypeError, ValueError):
             raise ServerError(f"unexpected answer to a streamed publish: {str(item)[:200]!r}") from None

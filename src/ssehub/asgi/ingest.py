@@ -12,7 +12,7 @@ A producer that streams (an agent sending tokens) keeps one request open instead
 request per event. Each line is validated as the JSON route validates an event (`{"event",
 "data"}`, `event` optional); the complete lines of what arrives in one read are appended as one
 batch (at most `max_batch` events), so readers see them while the POST is still open. The answer
-at the end reports what was appended: `{"first_id", "last_id", "count", "lines"}`. Other
+at the end reports what was appended: `{"first_id", "last_id", "count", "lines", "ranges"}`. Other
 publishers may append to the topic meanwhile, so the ids are the range, not a promise that every
 id in it is this stream's.
 
@@ -79,12 +79,17 @@ class _Stop(Exception):
 
 @dataclass
 class _Report:
-    """What a stream appended so far: the id range, how many events, how many lines it read."""
+    """What a stream appended so far: the id range, how many events, how many lines it read.
+
+    `ranges` lists every id, in line order, as `[first, last]` runs: other publishers to the topic
+    may append between a stream's batches, so `first_id..last_id` alone may hold ids not its own.
+    """
 
     first_id: int | None = None
     last_id: int | None = None
     count: int = 0
     lines: int = 0
+    ranges: list[list[int]] = field(default_factory=list)
     #: Ids a stored batch holds beyond the lines read so far (a retry sent in smaller pieces).
     ahead: list[int] = field(default_factory=list)
 
@@ -95,9 +100,20 @@ class _Report:
         self.first_id = low if self.first_id is None else min(self.first_id, low)
         self.last_id = high if self.last_id is None else max(self.last_id, high)
         self.count += len(ids)
+        for id in ids:
+            if self.ranges and self.ranges[-1][1] + 1 == id:
+                self.ranges[-1][1] = id
+            else:
+                self.ranges.append([id, id])
 
     def as_dict(self) -> dict[str, Any]:
-        return {"first_id": self.first_id, "last_id": self.last_id, "count": self.count, "lines": self.lines}
+        return {
+            "first_id": self.first_id,
+            "last_id": self.last_id,
+            "count": self.count,
+            "lines": self.lines,
+            "ranges": self.ranges,
+        }
 
 
 class StreamIngest:
