@@ -181,7 +181,6 @@ class Publisher:
             attempts = self._recorder.sent[key]
             self.publishes.append(Publish(self.name, topic, key, payloads, start, self.clock(), ids, attempts))
 
-
     async def _stream(
         self,
         client: ssehub.AsyncClient,
