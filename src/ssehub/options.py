@@ -395,6 +395,47 @@ OPTIONS: tuple[Option, ...] = (
         repeat=True,
         metavar="NETWORK",
     ),
+    # Topic bounds
+    Option(
+        "max-topics",
+        integer(0),
+        100_000,
+        "topics the store may hold, open or closed; a publish creating one more gets 507 (0: no cap)",
+        group="topic bounds",
+        metavar="N",
+    ),
+    Option(
+        "idle-ttl",
+        number(0),
+        7 * 86_400.0,
+        "seconds an open topic may go without a publish before it is deleted (0: never; not Durable Streams)",
+        group="topic bounds",
+        metavar="SECONDS",
+    ),
+    Option(
+        "purge-interval",
+        number(above=0, high=86_400),
+        60.0,
+        "seconds between retention sweeps (closed topics past --ttl, open ones past --idle-ttl)",
+        group="topic bounds",
+        metavar="SECONDS",
+    ),
+    Option(
+        "max-subscribers",
+        integer(0),
+        10_000,
+        "subscriptions (streams, long-polls) per process; more get 503 with Retry-After (0: no cap)",
+        group="topic bounds",
+        metavar="N",
+    ),
+    Option(
+        "max-subscribers-per-topic",
+        integer(0),
+        0,
+        "subscriptions of one topic per process; more get 429 with Retry-After (0: no cap)",
+        group="topic bounds",
+        metavar="N",
+    ),
 )
 
 

@@ -59,6 +59,8 @@ class ServeOptions:
     store: str = "sqlite:///ssehub.db"
     max_events: int = 100_000
     ttl: float = 86_400.0
+    max_topics: int = 100_000
+    idle_ttl: float = 7 * 86_400.0
     log_level: str = "info"
     log_format: str = "plain"
     access_log: bool = True
@@ -85,6 +87,9 @@ class ServeOptions:
                 run_grace=settings["run-grace"],
                 durable_prefix=None if settings["durable-prefix"] in ("", "off") else settings["durable-prefix"],
                 long_poll_timeout=settings["long-poll-timeout"],
+                purge_interval=settings["purge-interval"],
+                max_subscribers=settings["max-subscribers"],
+                max_subscribers_per_topic=settings["max-subscribers-per-topic"],
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -96,6 +101,8 @@ class ServeOptions:
             store=settings["store"],
             max_events=settings["max-events"],
             ttl=settings["ttl"],
+            max_topics=settings["max-topics"],
+            idle_ttl=settings["idle-ttl"],
             log_level=settings["log-level"],
             log_format=settings["log-format"],
             access_log=settings["access-log"],
@@ -199,7 +206,14 @@ def check_exposure(options: ServeOptions) -> tuple[int, str]:
 
 
 def build_app(options: ServeOptions) -> tuple[Hub, HubApp]:
-    hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
+    hub = Hub(
+        options.store,
+        options.hub,
+        max_events=options.max_events,
+        ttl=options.ttl,
+        max_topics=options.max_topics,
+        idle_ttl=options.idle_ttl,
+    )
     access = options.access
     if options.demo:
         if access.enabled and not access.policy.can_mint:
