@@ -49,7 +49,10 @@ LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.
 
 
 def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
-    """`loopback`, `none`, or addresses and CIDR networks (as `--exempt-clients` checked them)."""
+    """`loopback`, `none`, or addresses and CIDR networks (as `--exempt-clients` checked them); none given:
+    loopback."""
+    if not values:
+        return LOOPBACK
     networks: list[Network] = []
     for value in values:
         if value == "loopback":

@@ -388,9 +388,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "exempt-clients",
         networks,
-        ["loopback"],
-        "client addresses or networks (10.0.0.0/8) the per-client cap does not apply to: a reverse proxy's; "
-        "loopback, or none; repeatable",
+        [],
+        "client addresses or networks (10.0.0.0/8) the per-client cap does not apply to, as a reverse proxy's; "
+        "loopback, or none (default: loopback); repeatable",
         group="http limits",
         repeat=True,
         metavar="NETWORK",

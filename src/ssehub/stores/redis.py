@@ -507,6 +507,8 @@ class _Reader:
 
 class RedisStore(Store):
     shared = True
+    # Not yet: the topic count and the idle sweep would span every slot group (ssehub serve says so at start).
+    bounds_topics = False
 
     def __init__(self, url: str, *, block: float = 10.0, **options: Any) -> None:
         super().__init__(**options)
