@@ -42,7 +42,7 @@ from .demo import register_demo
 from .exceptions import InvalidInput
 from .hub import Hub
 from .options import ConfigError
-from .stores import Store, open_store
+from .stores import open_store
 
 __all__ = ["ServeOptions", "app_from_env", "build_app", "serve"]
 
@@ -242,17 +242,8 @@ def worker_protocol(**kwargs: Any) -> asyncio.Protocol:
     return _worker_protocol_class()(**kwargs)
 
 
-def _say_unbounded(store: Store, options: ServeOptions) -> None:
-    if not store.bounds_topics and (options.max_topics or options.idle_ttl):
-        log.warning(
-            "%r does not enforce --max-topics nor --idle-ttl: topics are bounded by --ttl after their close only",
-            store,
-        )
-
-
 def _serve_workers(options: ServeOptions, announce: Callable[[], None]) -> None:
     store = open_store(options.store)
-    _say_unbounded(store, options)
     if not store.shared:
         raise InvalidInput(
             f"--workers {options.workers} needs a store that processes can share (redis://host:port/db); "
@@ -354,7 +345,6 @@ def serve(options: ServeOptions) -> None:
         _serve_workers(options, lambda: log.log(level, exposure))
         return
     hub, app = build_app(options)
-    _say_unbounded(hub.store, options)
     config = uvicorn.Config(app, **_uvicorn_options(options, limited_protocol(options.limits)))
     print(f"ssehub serving {hub.store!r} on http://{options.host}:{options.port} (pid {os.getpid()})", flush=True)
     log.log(level, exposure)

@@ -99,8 +99,6 @@ class Store(ABC):
 
     #: Whether several processes may use the same store at once.
     shared: bool = False
-    #: Whether it enforces `max_topics` and `idle_ttl`.
-    bounds_topics: bool = True
 
     def __init__(
         self,
