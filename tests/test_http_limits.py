@@ -304,3 +304,18 @@ def test_every_worker_of_workers_n_enforces_the_limits(server: Start, redis_url:
             s = connect(node)
             s.sendall(GET + b"\r\n")
             assert answer(s.recv(65536))[0] == 200
+
+
+def test_a_client_is_counted_under_its_ipv4_address_on_a_dual_stack_socket() -> None:
+    from ssehub.connections import LOOPBACK, _client_key, parse_networks
+
+    assert _client_key("::ffff:10.1.2.3") == "10.1.2.3"
+    assert _client_key("2001:db8::1") == "2001:db8::1"
+    assert _client_key("/run/ssehub.sock") == "/run/ssehub.sock"
+    assert parse_networks([]) == LOOPBACK == parse_networks(["loopback"])
+    assert parse_networks(["none"]) == ()
+    assert [str(n) for n in parse_networks(["10.0.0.0/8", "192.168.1.7", "[::1]"])] == [
+        "10.0.0.0/8",
+        "192.168.1.7/32",
+        "::1/128",
+    ]

@@ -18,7 +18,9 @@ and any number of connections is accepted. `LimitedHttpProtocol` adds, per conne
 The keep-alive timeout between requests is uvicorn's own (`timeout_keep_alive`). Each refusal is the
 hub's JSON error (`{"error": {"code", "message"}}`) with `connection: close`; then the connection is
 half-closed and what the client still sends is read and dropped for `linger` seconds, so that closing
-does not reset the connection under the answer before the client has read it.
+does not reset the connection under the answer before the client has read it. Refusals are logged
+at most once a second of each kind (with a count of those not logged), so a flood of them is not a
+flood of log lines.
 
 This subclasses uvicorn's internals (the parser callbacks and the cycle's fields); tests/
 test_http_limits.py pins the uvicorn version and the attributes used, so an upgrade fails there
@@ -88,6 +90,8 @@ class Census:
 
     total: int = 0
     by_client: Counter[str] = field(default_factory=Counter)
+    #: For each kind of log line: when it was last written, and how many like it were not written since.
+    said: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 class _Refused(Exception):
@@ -137,12 +141,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         host = self.client[0] if self.client else ""
         key = _client_key(host)
         if limits.max_connections and census.total >= limits.max_connections:
-            log.warning("refused a connection from %s: %d open, the cap of this process", host, census.total)
+            self._say(
+                logging.WARNING, "refused a connection from %s: %d open, the cap of this process", host, census.total
+            )
             self._refuse(503, "too_many_connections", "the server has as many connections as it takes; retry later")
             return
         capped = limits.max_connections_per_client > 0 and not self._exempt(key)
         if capped and census.by_client[key] >= limits.max_connections_per_client:
-            log.warning("refused a connection from %s: it has %d open, the cap per client", host, census.by_client[key])
+            self._say(
+                logging.WARNING,
+                "refused a connection from %s: it has %d open, the cap per client",
+                host,
+                census.by_client[key],
+            )
             self._refuse(
                 429,
                 "too_many_connections",
@@ -243,7 +254,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if max(self._head_read, self._head_parsed) <= cap:
             return
         host = self.client[0] if self.client else "?"
-        log.warning("refused a request from %s: its request line and headers are above %d bytes", host, cap)
+        self._say(
+            logging.WARNING, "refused a request from %s: its request line and headers are above %d bytes", host, cap
+        )
         self._refuse(431, "headers_too_large", f"the request line and headers are above {cap} bytes")
         if raising:
             raise _Refused
@@ -256,7 +269,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         host = self.client[0] if self.client else "?"
         seconds = self.limits.header_timeout
-        log.info("closed a connection from %s: no complete request head within %gs", host, seconds)
+        self._say(logging.INFO, "closed a connection from %s: no complete request head within %gs", host, seconds)
         self._refuse(408, "request_timeout", f"the request line and headers did not arrive within {seconds:g}s")
 
     def _body_timed_out(self) -> None:
@@ -270,7 +283,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             return
         host = self.client[0] if self.client else "?"
         seconds = self.limits.body_timeout
-        log.info("closed a connection from %s: its request body stalled for %gs", host, seconds)
+        self._say(logging.INFO, "closed a connection from %s: its request body stalled for %gs", host, seconds)
         self._refuse(408, "request_timeout", f"the request body stalled for {seconds:g}s")
 
     def _refuse(self, status: int, code: str, message: str) -> None:
@@ -303,6 +316,18 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._arm(self.limits.linger, transport.close)
         else:
             transport.close()
+
+    def _say(self, level: int, message: str, *args: object) -> None:
+        """Log a refusal: at most one line a second of each kind, so a flood of them is not a flood of lines."""
+        now, said = self.loop.time(), self.census.said
+        last, skipped = said.get(message, (float("-inf"), 0))
+        if now - last < 1.0:
+            said[message] = (last, skipped + 1)
+            return
+        said[message] = (now, 0)
+        if skipped:
+            message, args = message + " (and %d more like it since the last such line)", (*args, skipped)
+        log.log(level, message, *args)
 
     def _arm(self, seconds: float, handler: Any) -> None:
         self._disarm()

@@ -14,6 +14,9 @@ Safe defaults: with no credentials configured, the hub answers everyone, so it
 listens on loopback only and says so; any other `--host` needs `--no-auth` (or
 credentials). Bound to loopback, it answers only the loopback host names unless
 `--allowed-hosts` says otherwise (DNS rebinding, docs/security.md).
+
+HTTP limits (request head size, head and body timeouts, connection caps) are enforced below the app
+by `ssehub.connections`, in every worker too; the process's open-file limit is raised to its hard limit.
 """
 
 from __future__ import annotations
