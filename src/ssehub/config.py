@@ -41,11 +41,17 @@ class HubConfig:
     max_stream_bytes: int = 64 * 1024 * 1024
     #: Streaming ingest: seconds a stream may go without finishing a line before it is answered 408.
     stream_idle_timeout: float = 300.0
+    #: Subscriptions this hub holds at once (0: no cap); one more gets Overloaded (503, Retry-After).
+    max_subscribers: int = 0
+    #: Subscriptions of one topic at once (0: no cap); one more gets TopicFull (429, Retry-After).
+    max_subscribers_per_topic: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "max_request_bytes", "max_batch", "tail_window", "page_size", "retry_ms"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_subscribers < 0 or self.max_subscribers_per_topic < 0:
+            raise ValueError("max_subscribers and max_subscribers_per_topic must not be negative")
         if self.heartbeat <= 0 or self.purge_interval <= 0:
             raise ValueError("heartbeat and purge_interval must be positive")
         if not 0 <= self.run_grace <= 3600:
