@@ -45,6 +45,7 @@ from .auth import Access
 from .chat import chat_routes
 from .errors import EXCEPTION_HANDLERS, response_for
 from .metrics import metrics_routes
+from .requests import OFFLOAD_KEY, Offload
 from .static import client_routes
 from .topics import TopicEndpoints
 
@@ -65,9 +66,17 @@ class HubApp:
     """The ASGI app of a hub: the hot topic endpoints first, then the Starlette app `router`."""
 
     def __init__(
-        self, hub: Hub, router: Starlette, topics: TopicEndpoints, access: Access, access_log: bool = False
+        self,
+        hub: Hub,
+        router: Starlette,
+        topics: TopicEndpoints,
+        access: Access,
+        access_log: bool = False,
+        offload: Offload | None = None,
     ) -> None:
         self.hub = hub
+        #: Parses the large bodies off the event loop (see requests.py); the lifespan stops its workers.
+        self.offload = offload or Offload()
         self.router = router
         self.topics = topics
         self.access = access
@@ -87,6 +96,7 @@ class HubApp:
                 await refused(scope, receive, send)
                 return
             send = self.access.cors(scope, send)
+            scope[OFFLOAD_KEY] = self.offload
             path = _route_path(scope)
             if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX):
                 method = scope["method"]
@@ -137,13 +147,18 @@ def create_app(
             return JSONResponse({"status": "store_unavailable", "message": exc.message}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    offload = Offload()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not manage_hub:
-            yield
-            return
-        async with hub.lifespan(app):
-            yield
+        try:
+            if not manage_hub:
+                yield
+                return
+            async with hub.lifespan(app):
+                yield
+        finally:
+            offload.close()
 
     topics = TopicEndpoints(hub, access)
     routes: list[BaseRoute] = [
@@ -166,4 +181,4 @@ def create_app(
     router = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     router.state.hub = hub
     router.state.access = access
-    return HubApp(hub, router, topics, access, access_log)
+    return HubApp(hub, router, topics, access, access_log, offload)

@@ -43,6 +43,7 @@ from ..hub import Hub
 from ..stores import Appended, Change, Created, Producer, Store, StreamState
 from ..tail import Tail
 from .auth import Access
+from .requests import content_length, offload
 from .responses import EventSourceResponse
 
 __all__ = ["DurableStreams"]
@@ -59,6 +60,11 @@ _REQUEST_HEADERS = ", ".join(("Authorization", "Content-Type", "Last-Event-ID", 
 _COMMON = {"x-content-type-options": "nosniff", "cross-origin-resource-policy": "cross-origin"}
 _COMMON_RAW = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in _COMMON.items()]
 _CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
+
+
+def _json_messages(body: bytes, create: bool, max_batch: int) -> list[str]:
+    # Module-level, so that a worker process of `Offload` can run it.
+    return messages.json_messages(body, allow_empty=create, max_items=max_batch)
 
 
 class _Plain:
@@ -328,9 +334,7 @@ class DurableStreams:
         return out
 
     async def _body(self, request: Request, h: dict[str, str], limit: int) -> bytes:
-        declared = h.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise EventTooLarge(f"request body of {declared} bytes is above the limit of {limit}")
+        content_length(h.get("content-length"), limit)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -338,12 +342,12 @@ class DurableStreams:
                 raise EventTooLarge(f"request body is above the limit of {limit} bytes")
         return bytes(body)
 
-    def _events(self, media: str, body: bytes, *, create: bool) -> list[NewEvent]:
+    async def _events(self, request: Request, media: str, body: bytes, *, create: bool) -> list[NewEvent]:
         config = self.hub.config
         if messages.is_json(media):
-            texts = messages.json_messages(body, allow_empty=create) if body.strip() or not create else []
-            if len(texts) > config.max_batch:
-                raise InvalidInput(f"an append holds at most {config.max_batch} JSON messages, got {len(texts)}")
+            texts: list[str] = []
+            if body.strip() or not create:
+                texts = await offload(request).run(len(body), _json_messages, body, create, config.max_batch)
         else:
             texts = [messages.encode_bytes(media, body)] if body else []
         for text in texts:
@@ -365,7 +369,7 @@ class DurableStreams:
         body = await self._body(request, h, self.hub.config.max_request_bytes)
         if fork is None:
             config = _Config(given_type or _DEFAULT_TYPE, ttl, expires)
-            events = self._events(config.media, body, create=True)
+            events = await self._events(request, config.media, body, create=True)
             created = await self.store.create_stream(
                 topic, config.meta(), events, closed=closed, deadline=self._deadline(ttl, expires)
             )
@@ -429,12 +433,12 @@ class DurableStreams:
                 raise InvalidInput(f"Stream-Fork-Offset is past the tail of {source!r}")
             base, prefix = at, list[NewEvent]()
             if fork.sub_offset:
-                base, prefix = await self._sub_offset(pinned, src, at, fork.sub_offset)
+                base, prefix = await self._sub_offset(request, pinned, src, at, fork.sub_offset)
             if ttl is None and expires is None:
                 ttl, expires = src.ttl, src.expires_at
             origin = {"from": source, "offset": offsets.encode(at), "sub_offset": fork.sub_offset, "base": base}
             config = _Config(src.content_type, ttl, expires, origin)
-            events = prefix + self._events(config.media, body, create=True)
+            events = prefix + await self._events(request, config.media, body, create=True)
             created = await self.store.create_stream(
                 topic,
                 config.meta(),
@@ -453,7 +457,9 @@ class DurableStreams:
             if not keep:
                 await self.store.unpin_source(source, topic)
 
-    async def _sub_offset(self, source: StreamState, config: _Config, at: int, sub: int) -> tuple[int, list[NewEvent]]:
+    async def _sub_offset(
+        self, request: Request, source: StreamState, config: _Config, at: int, sub: int
+    ) -> tuple[int, list[NewEvent]]:
         """Resolve a sub-offset past `at`: JSON counts messages (each its own event), anything else
         counts bytes of the next append, whose prefix becomes the fork's own first event."""
         if messages.is_json(config.media):
@@ -468,7 +474,7 @@ class DurableStreams:
             raise InvalidInput(f"Stream-Fork-Sub-Offset {sub} is past the end of that append ({len(data)} bytes)")
         if sub == len(data):
             return at + 1, []
-        return at, self._events(config.media, data[:sub], create=True)
+        return at, await self._events(request, config.media, data[:sub], create=True)
 
     # -- POST -------------------------------------------------------------------------------------------
 
@@ -506,7 +512,7 @@ class DurableStreams:
                 if not (await self._live_state(topic)).info.closed:
                     raise _fail(409, "conflict", f"stream {topic!r} takes {config.content_type}, not {given}")
             else:
-                events = self._events(config.media, body, create=False)
+                events = await self._events(request, config.media, body, create=False)
         renew = time.time() + config.ttl if config.ttl is not None else None
         done = await self.store.append_stream(topic, events, seq=seq, producer=producer, close=close, renew=renew)
         return self._appended(topic, done, producer, bool(body))

@@ -1,22 +1,37 @@
 """Reading what a request asks for: cursors, limits, bodies, events, idempotency keys.
 
 Each function either returns a valid value or raises an `InvalidInput` that the
-error handling turns into a precise 4xx; nothing here writes anything.
+error handling turns into a precise 4xx; nothing here writes anything. Integers and
+JSON are read with `ssehub.parsing`, within its bounds.
+
+No request may hold the event loop for long, so a JSON body above `OFF_LOOP_BYTES` is parsed
+in a worker process (`Offload`, one per app, which its lifespan shuts down): json.loads of
+8 MB takes a fifth of a second, and a thread would hold the GIL as long.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
 from ..events import NewEvent
-from ..exceptions import EventTooLarge, InvalidCursor, InvalidInput, UnsupportedMediaType
+from ..exceptions import EventTooLarge, InvalidCursor, InvalidInput, TooManyRequests, UnsupportedMediaType
 from ..formats import FORMATS, Cursor
+from ..parsing import loads, parse_integer
 
 __all__ = [
+    "OFFLOAD_KEY",
+    "OFF_LOOP_BYTES",
+    "Offload",
+    "content_length",
     "idempotency_key",
+    "json_events",
     "mount_prefix",
     "parse_cursor",
     "parse_events",
@@ -28,13 +43,57 @@ __all__ = [
     "request_position",
 ]
 
+#: The largest cursor: event ids stay far below it.
+MAX_CURSOR = 10**18 - 1
+
+#: JSON bodies above this many bytes are parsed off the event loop: below it a parse takes a few ms.
+OFF_LOOP_BYTES = 256 * 1024
+
+#: Where `HubApp` puts its `Offload` in each request's scope.
+OFFLOAD_KEY = "ssehub.offload"
+
+_T = TypeVar("_T")
+
+
+class Offload:
+    """The worker processes that parse large bodies, started on first use; `close()` stops them."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def run(self, size: int, function: Callable[..., _T], *args: Any) -> _T:
+        """`function(*args)`, here for an input of `size` bytes up to OFF_LOOP_BYTES, else in a worker."""
+        if size <= OFF_LOOP_BYTES:
+            return function(*args)
+        if self._pool is None:
+            # spawn, not fork: a forked child of a process with threads (the SQLite writer) may inherit a held lock.
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+        except BrokenProcessPool:
+            # A worker died (e.g. the OOM killer): the next request gets a new pool.
+            self.close()
+            raise TooManyRequests("the server could not parse the body just now; retry") from None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+_INLINE = Offload(0)  # for a request that did not come through HubApp: every body is parsed where it is
+
+
+def offload(request: Request) -> Offload:
+    found = request.scope.get(OFFLOAD_KEY)
+    return found if isinstance(found, Offload) else _INLINE
+
 
 def parse_cursor(value: str | None, name: str) -> int | None:
     if value is None or value == "":
         return None
-    if not value.isascii() or not value.isdigit() or len(value) > 18:
-        raise InvalidCursor(f"{name} must be a non-negative integer, got {value[:40]!r}")
-    return int(value)
+    return parse_integer(value, name, maximum=MAX_CURSOR, error=InvalidCursor)
 
 
 def request_cursor(request: Request) -> int | None:
@@ -77,16 +136,18 @@ def mount_prefix(request: Request) -> str:
 def parse_limit(value: str | None, default: int, maximum: int) -> int:
     if value is None:
         return default
-    if not value.isascii() or not value.isdigit() or not 1 <= int(value[:6]) <= maximum:
-        raise InvalidInput(f"limit must be an integer from 1 to {maximum}, got {value[:40]!r}")
-    return int(value)
+    return parse_integer(value, "limit", minimum=1, maximum=maximum)
+
+
+def content_length(declared: str | None, limit: int) -> None:
+    """Refuse a declared Content-Length above `limit` before reading the body (the server checks its syntax)."""
+    if declared is not None and parse_integer(declared, "Content-Length", maximum=2**63 - 1) > limit:
+        raise EventTooLarge(f"request body of {declared} bytes is above the limit of {limit}")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than `limit` bytes without reading them all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise EventTooLarge(f"request body of {declared} bytes is above the limit of {limit}")
+    content_length(request.headers.get("content-length"), limit)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -95,22 +156,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        raise InvalidInput("the body is not valid JSON") from None
+def json_object(body: bytes, what: str) -> dict[str, Any]:
+    """`body` as a JSON object, or `{}` when empty; `what` names it in the error."""
+    if not body.strip():
+        return {}
+    payload = loads(body, what=f"the body of {what}")
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"the body of {what} must be a JSON object")
+    return payload
 
 
 async def read_json_object(request: Request, limit: int, what: str) -> dict[str, Any]:
     """A body that is a JSON object, or empty (then `{}`); `what` names it in the error."""
     raw = await read_body(request, limit)
-    if not raw.strip():
-        return {}
-    payload = _json(raw)
-    if not isinstance(payload, dict):
-        raise InvalidInput(f"the body of {what} must be a JSON object")
-    return payload
+    return await offload(request).run(len(raw), json_object, raw, what)
 
 
 def _event_from_json(item: Any) -> NewEvent:
@@ -125,14 +184,22 @@ def _event_from_json(item: Any) -> NewEvent:
     return NewEvent.from_json(name, item.get("data"))
 
 
-async def parse_events(request: Request, max_request_bytes: int, max_event_bytes: int) -> tuple[list[NewEvent], bool]:
+def json_events(body: bytes, max_batch: int) -> tuple[list[NewEvent], bool]:
+    """The events of a JSON publish body, and whether it was an array (a batch) of at most `max_batch`."""
+    payload = loads(body, max_items=max_batch, too_many=f"a batch holds at most {max_batch} events")
+    if isinstance(payload, list):
+        return [_event_from_json(item) for item in payload], True
+    return [_event_from_json(payload)], False
+
+
+async def parse_events(
+    request: Request, max_request_bytes: int, max_event_bytes: int, max_batch: int
+) -> tuple[list[NewEvent], bool]:
     """The events of a publish request, and whether it was a JSON array (a batch)."""
     media = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
     if media == "application/json":
-        payload = _json(await read_body(request, max_request_bytes))
-        if isinstance(payload, list):
-            return [_event_from_json(item) for item in payload], True
-        return [_event_from_json(payload)], False
+        body = await read_body(request, max_request_bytes)
+        return await offload(request).run(len(body), json_events, body, max_batch)
     if media in ("text/plain", ""):
         body = await read_body(request, max_event_bytes)
         try:

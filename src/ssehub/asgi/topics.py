@@ -12,6 +12,10 @@
 Topic names may contain `/`. The two hot endpoints are dispatched by `app.py`
 before the router (see there); the others are Starlette routes, with the
 suffixed route first so that `/topics/a/close` is not read as a topic `a/close`.
+So a name ending in `/events` or `/close` would be shadowed by those routes: publishing,
+subscribing and info refuse such names (400); close and delete still take them, so that a
+topic made before (or through the library) can be ended and removed. `HEAD /topics/{topic}/events` answers the headers
+a subscriber would get, without subscribing.
 
 Rights (`ssehub.access`, checked with `auth.py`): reading a topic in any way needs `subscribe` on it, and the
 listing shows only such topics; publishing, closing and deleting need `publish`.
@@ -28,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..access import PUBLISH, SUBSCRIBE, Principal
 from ..events import TopicInfo, validate_topic
-from ..exceptions import InvalidCursor, InvalidInput, TopicNotFound
+from ..exceptions import InvalidCursor, InvalidInput, InvalidTopic, TopicNotFound
 from ..hub import Hub
 from .auth import Access
 from .ingest import StreamIngest, is_ndjson
@@ -41,12 +45,24 @@ from .requests import (
     request_format,
     request_position,
 )
+from .responses import SSE_HEADERS
 from .subscriptions import Reading, SubscriptionResponse, reading_for
 
 __all__ = ["TopicEndpoints", "topic_document"]
 
 #: Topics a listing reads from the store per request, at most, to find the ones a token may see.
 _LISTING_SCAN = 10_000
+
+#: The ends of a topic name that the routes of this module would take for themselves.
+_SHADOWED = ("/events", "/close")
+
+
+def http_topic(name: str) -> str:
+    """A valid topic name that these routes can reach: InvalidTopic (400) otherwise."""
+    validate_topic(name)
+    if name.endswith(_SHADOWED):
+        raise InvalidTopic(f"a topic name may not end in /events or /close (the routes of a topic do): {name[:50]!r}")
+    return name
 
 
 def topic_document(info: TopicInfo, subscribers: int, principal: Principal) -> dict[str, Any]:
@@ -69,18 +85,31 @@ class TopicEndpoints:
     # -- the hot endpoints ---------------------------------------------------------------------------------
 
     async def publish(self, request: Request, topic: str) -> Response:
+        http_topic(topic)
         if is_ndjson(request):  # a streamed publish (ingest.py)
             return await self.ingest.publish(request, topic)
-        self.access.require(request, PUBLISH, validate_topic(topic))
+        self.access.require(request, PUBLISH, topic)
         config = self.config
-        events, _ = await parse_events(request, config.max_request_bytes, config.max_event_bytes)
+        events, _ = await parse_events(request, config.max_request_bytes, config.max_event_bytes, config.max_batch)
         ids = await self.hub.publish_many(topic, events, idempotency_key=idempotency_key(request))
         return JSONResponse({"ids": ids})
 
     async def events(self, request: Request, topic: str) -> Response:
-        principal = self.access.require(request, SUBSCRIBE, validate_topic(topic))
+        principal = self.access.require(request, SUBSCRIBE, http_topic(topic))
         accept = request.headers.get("accept", "")
-        if "application/json" in accept and "text/event-stream" not in accept:
+        page = "application/json" in accept and "text/event-stream" not in accept
+        if request.method == "HEAD":
+            # What a GET would answer, checked as a GET is, without a subscription or a read of the store.
+            request_cursor(request)
+            if page:
+                parse_limit(request.query_params.get("limit"), 100, self.config.page_size)
+                head = Response(headers={"content-type": "application/json"})
+            else:
+                request_format(request)
+                head = Response(headers=SSE_HEADERS)
+            del head.headers["content-length"]  # unknown without the body, which a HEAD does not get
+            return head
+        if page:
             return await self._page(request, topic, request_cursor(request))
         query = request.scope["query_string"]
         if b"format=" in query or b"compact=" in query:  # a byte test: the common reader pays nothing for it
@@ -123,7 +152,7 @@ class TopicEndpoints:
     # -- the routed endpoints ----------------------------------------------------------------------------------
 
     async def info(self, request: Request) -> Response:
-        topic = validate_topic(request.path_params["topic"])
+        topic = http_topic(request.path_params["topic"])
         principal = self.access.require(request, SUBSCRIBE, topic)
         return JSONResponse(topic_document(await self.hub.info(topic), self.hub.subscribers(topic), principal))
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..exceptions import InvalidInput
+from ..parsing import parse_integer
 
 #: The protocol's request headers, for a CORS preflight's Access-Control-Allow-Headers.
 REQUEST_HEADERS = (
@@ -82,9 +83,13 @@ def media_type(content_type: str | None) -> str:
 
 
 def _decimal(name: str, value: str, maximum: int) -> int:
-    if not _DECIMAL_RE.fullmatch(value) or len(value) > 20 or int(value) > maximum:
-        raise InvalidInput(f"{name} must be a decimal integer from 0 to {maximum} without sign or leading zeros")
-    return int(value)
+    message = f"{name} must be a decimal integer from 0 to {maximum} without sign or leading zeros"
+    if not _DECIMAL_RE.fullmatch(value):
+        raise InvalidInput(message)
+    try:
+        return parse_integer(value, name, maximum=maximum)
+    except InvalidInput:
+        raise InvalidInput(message) from None
 
 
 def stream_ttl(value: str | None) -> int | None:
@@ -121,10 +126,11 @@ def producer(headers: Mapping[str, str]) -> tuple[str, int, int] | None:
         raise InvalidInput("Producer-Id, Producer-Epoch and Producer-Seq come all three together")
     if not 1 <= len(pid) <= _MAX_TOKEN:
         raise InvalidInput(f"Producer-Id must be 1-{_MAX_TOKEN} characters")
-    for name, value in (("Producer-Epoch", epoch), ("Producer-Seq", seq)):
-        if not value.isascii() or not value.isdigit() or len(value) > 16 or int(value) > MAX_SAFE_INTEGER:
-            raise InvalidInput(f"{name} must be an integer from 0 to {MAX_SAFE_INTEGER}")
-    return pid, int(epoch), int(seq)
+    numbers = [
+        parse_integer(v, name, maximum=MAX_SAFE_INTEGER)
+        for name, v in (("Producer-Epoch", epoch), ("Producer-Seq", seq))
+    ]
+    return pid, numbers[0], numbers[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,10 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
-from typing import Any
 
 from ..events import Event
 from ..exceptions import InvalidInput
+from ..parsing import loads
 
 __all__ = [
     "JSON",
@@ -44,18 +44,13 @@ def is_binary(media: str) -> bool:
     return not (media.startswith("text/") or media == JSON)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def json_messages(body: bytes, *, allow_empty: bool) -> list[str]:
+def json_messages(body: bytes, *, allow_empty: bool, max_items: int | None = None) -> list[str]:
     """The messages of a JSON-mode body, as compact JSON texts: a top-level array is flattened
     one level (`[a, b]` is two messages, `[[1, 2]]` one), any other value is one message.
-    An empty array is an error on append (`allow_empty=False`) and no messages on create."""
-    try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    An empty array is an error on append (`allow_empty=False`) and no messages on create.
+    An array of more than `max_items` messages is refused before the rest of it is parsed."""
+    too_many = f"an append holds at most {max_items} JSON messages"
+    value = loads(body, max_items=max_items, too_many=too_many, constants=False)
     items = value if isinstance(value, list) else [value]
     if not items and not allow_empty:
         raise InvalidInput("an empty JSON array appends nothing: send at least one message")

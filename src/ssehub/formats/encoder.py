@@ -51,7 +51,8 @@ from typing import Any, ClassVar
 
 from .. import sse
 from ..events import Event
-from ..exceptions import InvalidCursor
+from ..exceptions import InvalidCursor, InvalidInput
+from ..parsing import parse_integer
 
 __all__ = ["Cursor", "Encoder"]
 
@@ -74,13 +75,16 @@ class Cursor:
     def parse(cls, text: str) -> Cursor:
         """``"N"`` or ``"N.k"`` (as sent in `Last-Event-ID` or ``?after=``); InvalidCursor otherwise."""
         after, dot, frames = text.partition(".")
-        if not _digits(after) or (dot and not _digits(frames)):
-            raise InvalidCursor(f"a cursor is N or N.k with non-negative integers, got {text[:40]!r}")
-        return cls(int(after), int(frames) if dot else 0)
+        try:
+            return cls(
+                parse_integer(after, "a cursor", maximum=_MAX_CURSOR),
+                parse_integer(frames, "a cursor", maximum=_MAX_CURSOR) if dot else 0,
+            )
+        except InvalidInput:
+            raise InvalidCursor(f"a cursor is N or N.k with non-negative integers, got {text[:40]!r}") from None
 
 
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 18
+_MAX_CURSOR = 10**18 - 1
 
 
 @dataclass(slots=True, eq=False)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ..events import Event, NewEvent, TopicInfo
-from ..exceptions import IdempotencyConflict, SSEHubError, StoreUnavailable, TopicClosed, TopicNotFound
+from ..exceptions import IdempotencyConflict, StoreUnavailable, TopicClosed, TopicNotFound
 from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch
 
 __all__ = ["SQLiteStore"]
@@ -267,10 +267,12 @@ class SQLiteStore(Store):
                 conn.execute("SAVEPOINT request")
                 try:
                     value, changed = op(conn, *args)
-                except (SSEHubError, sqlite3.Error) as exc:
+                except Exception as exc:
+                    # Any error fails its own request and no other: one that escaped would end the writer thread,
+                    # and with it every later write (e.g. a str that UTF-8 cannot encode did).
                     conn.execute("ROLLBACK TO request")
                     conn.execute("RELEASE request")
-                    error = exc if isinstance(exc, SSEHubError) else StoreUnavailable(f"SQLite error: {exc}")
+                    error = StoreUnavailable(f"SQLite error: {exc}") if isinstance(exc, sqlite3.Error) else exc
                     outcomes.append((fut, None, error))
                 else:
                     conn.execute("RELEASE request")

@@ -1,0 +1,148 @@
+"""Reading what a client sends, within bounds it cannot stretch: decimal integers and JSON documents.
+
+An integer is 1-20 ASCII digits and within its range: `int()` alone takes `" 1_0 "`, raises on
+`"²"` (which `str.isdigit` accepts), and spends quadratic time on a long string of digits.
+
+A JSON document is UTF-8, nested at most `MAX_DEPTH` deep, and holds no string that UTF-8
+cannot encode: Python's json module accepts a lone surrogate such as `"\\ud800"`, which no
+store can write and no subscriber could read. With `max_items`, a top-level array is parsed
+one element at a time and refused at the first element too many, so an 8 MB array of two
+million `{}` costs no more than `max_items` of them.
+
+Nothing here knows about HTTP; the callers turn `InvalidInput` into a 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .exceptions import InvalidInput
+
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "loads", "parse_integer"]
+
+#: The deepest nesting of arrays and objects a JSON document may have.
+MAX_DEPTH = 100
+#: The most digits an integer may have (2**64 has 20), leading zeros included.
+MAX_DIGITS = 20
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+# Only a \u escape can make a lone surrogate once the body has been decoded as strict UTF-8; an escaped
+# backslash before it ("\\ud800" is six characters of text) is a false alarm, which the full check clears.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+def parse_integer(
+    text: str, name: str, *, maximum: int, minimum: int = 0, error: type[InvalidInput] = InvalidInput
+) -> int:
+    """`text` as an integer from `minimum` to `maximum`: ASCII digits only, else `error` naming `name`."""
+    if 0 < len(text) <= MAX_DIGITS and text.isascii() and text.isdigit():
+        value = int(text)
+        if minimum <= value <= maximum:
+            return value
+    raise error(f"{name} must be an integer from {minimum} to {maximum}, got {text[:40]!r}")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder()
+_STRICT_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
+def loads(
+    body: bytes | str,
+    *,
+    what: str = "the body",
+    max_items: int | None = None,
+    too_many: str = "",
+    constants: bool = True,
+) -> Any:
+    """The JSON document `body` (see the module docstring); InvalidInput naming `what` otherwise.
+
+    With `max_items`, a top-level array of more elements is refused with the message `too_many`
+    before the rest is parsed. `constants=False` refuses NaN and Infinity, which are not JSON.
+    """
+    if isinstance(body, bytes):
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{what} is not UTF-8") from None
+    else:
+        text = body
+    decoder = _DECODER if constants else _STRICT_DECODER
+    try:
+        start = _skip(text, 0)
+        if max_items is not None and text.startswith("[", start):
+            value: Any = _bounded_array(decoder, text, start, max_items, too_many or f"{what} has too many items")
+        else:
+            value = decoder.decode(text)
+    except InvalidInput:
+        raise  # too many items (an InvalidInput is a ValueError too)
+    except RecursionError:
+        raise InvalidInput(f"{what} is nested more than {MAX_DEPTH} deep") from None
+    except ValueError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    # Both checks walk the document, so each runs only when a cheap test of the text says it might fail.
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    if deep or surrogates:
+        _check(value, what, surrogates)
+    return value
+
+
+def _skip(text: str, at: int) -> int:
+    """Where the JSON whitespace from `at` ends."""
+    space = _SPACE.match(text, at)
+    return at if space is None else space.end()
+
+
+def _bounded_array(decoder: json.JSONDecoder, text: str, start: int, limit: int, too_many: str) -> list[Any]:
+    items: list[Any] = []
+    at = _skip(text, start + 1)
+    if text.startswith("]", at):
+        at += 1
+    else:
+        while True:
+            if len(items) == limit:
+                raise InvalidInput(too_many)
+            item, at = decoder.raw_decode(text, at)
+            items.append(item)
+            at = _skip(text, at)
+            if text.startswith(",", at):
+                at = _skip(text, at + 1)
+            elif text.startswith("]", at):
+                at += 1
+                break
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+    if _skip(text, at) != len(text):
+        raise json.JSONDecodeError("Extra data", text, at)
+    return items
+
+
+def _check(value: Any, what: str, surrogates: bool) -> None:
+    """Refuse a document nested more than MAX_DEPTH deep, or (`surrogates`) with a string UTF-8 cannot encode."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if surrogates and not item.isascii():
+                _encodable(item, what)
+        elif isinstance(item, (list, dict)):
+            if depth > MAX_DEPTH:
+                raise InvalidInput(f"{what} is nested more than {MAX_DEPTH} deep")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+
+
+def _encodable(text: str, what: str) -> None:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{what} holds a lone surrogate (a \\ud800-\\udfff escape without its pair)") from None
