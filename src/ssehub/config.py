@@ -45,9 +45,23 @@ class HubConfig:
     max_subscribers: int = 0
     #: Subscriptions of one topic at once (0: no cap); one more gets TopicFull (429, Retry-After).
     max_subscribers_per_topic: int = 0
+    # Input bounds
+    #: Largest result of an agent run, as JSON, in bytes: a run whose agent returns more fails, said aloud.
+    max_result_bytes: int = 256 * 1024
+    #: Largest metadata a run is started with (e.g. the ids of an AG-UI client), as JSON, in bytes.
+    max_meta_bytes: int = 16 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_event_bytes", "max_request_bytes", "max_batch", "tail_window", "page_size", "retry_ms"):
+        for name in (
+            "max_event_bytes",
+            "max_request_bytes",
+            "max_batch",
+            "tail_window",
+            "page_size",
+            "retry_ms",
+            "max_result_bytes",
+            "max_meta_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_subscribers < 0 or self.max_subscribers_per_topic < 0:

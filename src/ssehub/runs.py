@@ -40,7 +40,15 @@ from typing import Any, Protocol, TypeVar, overload
 
 from .config import HubConfig
 from .events import NewEvent, TopicInfo
-from .exceptions import InvalidInput, SSEHubError, StoreUnavailable, TooManyRequests, TopicClosed, TopicNotFound
+from .exceptions import (
+    EventTooLarge,
+    InvalidInput,
+    SSEHubError,
+    StoreUnavailable,
+    TooManyRequests,
+    TopicClosed,
+    TopicNotFound,
+)
 from .logs import log_fields
 from .stores import Page, payload_fingerprint
 
@@ -301,7 +309,7 @@ class Run:
                 raise asyncio.CancelledError  # cancelled before the task first ran
             async with deadline:
                 self.result = await self.agent.function(self, self.body)
-            status, terminal = "completed", NewEvent.from_json("done", {"result": self.result})
+            status, terminal = "completed", self._done()
         except asyncio.CancelledError:
             if task.cancelling():
                 task.uncancel()
@@ -314,6 +322,8 @@ class Run:
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 self.error = f"the run took longer than {self.agent.timeout:g} s"
+            elif isinstance(exc, EventTooLarge):
+                self.error = exc.message  # the agent's result: nothing to trace
             else:
                 # The traceback goes to the server log; the client gets a message that reveals no internals.
                 log.exception("run %s of agent %r failed", self.id, self.agent.name)
@@ -323,6 +333,16 @@ class Run:
             _current.reset(token)
         self._terminal = True
         await self._finish(status, terminal)
+
+    def _done(self) -> NewEvent:
+        """The `done` event of the result; EventTooLarge for a result above `HubConfig.max_result_bytes`."""
+        done = NewEvent.from_json("done", {"result": self.result})
+        limit = self.manager.hub.config.max_result_bytes
+        size = len(done.data.encode())
+        if size > limit:
+            self.result = None
+            raise EventTooLarge(f"the run's result of {size} bytes (as JSON) is above the limit of {limit}")
+        return done
 
     async def _finish(self, status: str, terminal: NewEvent) -> None:
         try:
@@ -418,6 +438,16 @@ class Run:
         # else: a task cancelled before its first step would never run its own clean-up;
         # `_execute` sees the reason as soon as it starts instead.
         return True
+
+
+def _check_meta(meta: dict[str, Any], limit: int) -> None:
+    """Refuse run metadata that is not JSON text UTF-8 can encode, or above `limit` bytes as JSON."""
+    try:
+        size = len(NewEvent.from_json("meta", meta).data.encode())
+    except InvalidInput as exc:
+        raise InvalidInput(f"the run's metadata: {exc.message}") from None
+    if size > limit:
+        raise EventTooLarge(f"the run's metadata of {size} bytes (as JSON) is above the limit of {limit}")
 
 
 def _safe_message(exc: BaseException) -> str:
@@ -599,6 +629,8 @@ class RunManager:
         agent = self.agents.get(name)
         if agent is None:
             raise TopicNotFound(f"no agent {name!r}")
+        if meta:
+            _check_meta(meta, self.hub.config.max_meta_bytes)
         if agent.validate is not None:
             body = agent.validate(body)
         if self._stopping or self.hub.draining:
