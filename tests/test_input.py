@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ssehub import EventTooLarge, Hub, HubConfig, Run
+from ssehub import EventTooLarge, Hub, HubConfig, Run, TopicNotFound
 from ssehub.asgi import create_app
 from support import ServerProcess, serve_app
 
@@ -173,7 +173,7 @@ async def test_limit_after_and_last_event_id_are_strict_bounded_integers(client:
             assert r.status_code == 400
     r = await client.get("/topics/t/events", params={"after": "2"}, headers=PAGE)
     assert [e["id"] for e in r.json()["events"]] == [3]
-    for limit in ("0", "1001", "١"):
+    for limit in ("0", "1001", "\u0661"):
         assert_error(await client.get("/topics", params={"limit": limit}), 400, "invalid_input")
     r = await client.get("/topics/t/events", params={"format": "ai-sdk", "after": "1.٣"})
     assert_error(r, 400, "invalid_cursor")
@@ -181,7 +181,7 @@ async def test_limit_after_and_last_event_id_are_strict_bounded_integers(client:
 
 async def test_durable_integers_are_strict(client: httpx.AsyncClient) -> None:
     assert (await client.put("/v1/stream/d", headers=JSON)).status_code == 201
-    for epoch in ("١", "-1", "1.0", "9007199254740992", "9" * 30):
+    for epoch in ("\u0661", "-1", "1.0", "9007199254740992", "9" * 30):
         r = await client.post(
             "/v1/stream/d",
             content="1",
@@ -206,7 +206,7 @@ async def test_a_lone_surrogate_is_a_400_and_a_pair_is_text(client: httpx.AsyncC
         assert_error(r, 400, "invalid_input", "lone surrogate")
     r = await client.post("/topics/s/events", content=b'{"data": "\xed\xa0\x80"}', headers=JSON)  # raw surrogate
     assert_error(r, 400, "invalid_input", "not UTF-8")
-    with pytest.raises(Exception):  # noqa: B017, PT011  # nothing was written: the topic does not exist
+    with pytest.raises(TopicNotFound):  # nothing was written
         await hub.info("s")
     # An escaped backslash before u is text, and a pair is one character.
     r = await client.post("/topics/s/events", content=r'[{"data": "\\ud800"}, {"data": "\ud83d\ude00"}]', headers=JSON)
@@ -312,7 +312,7 @@ async def test_a_run_result_above_the_cap_fails_the_run_said_aloud(client: httpx
 async def test_run_metadata_is_capped() -> None:
     hub = make_hub(max_meta_bytes=1000)
     async with serve_app(create_app(hub)):
-        with pytest.raises(EventTooLarge, match="metadata of .* bytes .* above the limit of 1000"):
+        with pytest.raises(EventTooLarge, match=r"metadata of \d+ bytes \(as JSON\) is above the limit of 1000"):
             await hub.runs.start_run("echo", {}, meta={"note": "x" * 2000})
         run = await hub.runs.start_run("echo", {}, meta={"note": "x" * 10})
         assert (await hub.runs.wait(run)).meta["note"] == "x" * 10

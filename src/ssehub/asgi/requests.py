@@ -184,12 +184,18 @@ def _event_from_json(item: Any) -> NewEvent:
     return NewEvent.from_json(name, item.get("data"))
 
 
-def json_events(body: bytes, max_batch: int) -> tuple[list[NewEvent], bool]:
-    """The events of a JSON publish body, and whether it was an array (a batch) of at most `max_batch`."""
+def json_events(body: bytes, max_batch: int, max_event_bytes: int) -> tuple[list[NewEvent], bool]:
+    """The events of a JSON publish body, and whether it was an array (a batch) of at most `max_batch`.
+
+    Each event's size is checked here too, so that a worker process sends no event back that is refused anyway.
+    """
     payload = loads(body, max_items=max_batch, too_many=f"a batch holds at most {max_batch} events")
-    if isinstance(payload, list):
-        return [_event_from_json(item) for item in payload], True
-    return [_event_from_json(payload)], False
+    batch = isinstance(payload, list)
+    events = [_event_from_json(item) for item in payload] if batch else [_event_from_json(payload)]
+    for event in events:
+        if event.size > max_event_bytes:
+            raise EventTooLarge(f"event of {event.size} bytes is above the limit of {max_event_bytes}")
+    return events, batch
 
 
 async def parse_events(
@@ -199,7 +205,7 @@ async def parse_events(
     media = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
     if media == "application/json":
         body = await read_body(request, max_request_bytes)
-        return await offload(request).run(len(body), json_events, body, max_batch)
+        return await offload(request).run(len(body), json_events, body, max_batch, max_event_bytes)
     if media in ("text/plain", ""):
         body = await read_body(request, max_event_bytes)
         try:
