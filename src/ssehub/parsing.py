@@ -69,7 +69,7 @@ def loads(
         try:
             text = body.decode()
         except UnicodeDecodeError:
-            raise InvalidInput(f"{what} is not UTF-8") from None
+            raise InvalidInput(f"{what} is not valid JSON: it is not UTF-8") from None
     else:
         text = body
     decoder = _DECODER if constants else _STRICT_DECODER
