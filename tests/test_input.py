@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -316,3 +317,33 @@ async def test_run_metadata_is_capped() -> None:
             await hub.runs.start_run("echo", {}, meta={"note": "x" * 2000})
         run = await hub.runs.start_run("echo", {}, meta={"note": "x" * 10})
         assert (await hub.runs.wait(run)).meta["note"] == "x" * 10
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_parsing_workers_end_with_the_server(server: Callable[..., ServerProcess], sig: int) -> None:
+    srv = server("--store", "memory://", "--no-access-log")
+    assert srv.proc is not None
+    big = "[" + ",".join(['{"data": 1}'] * 30_000) + "]"  # above 256 KiB: parsed in a worker process
+    r = httpx.post(f"{srv.url}/topics/w/events", content=big, headers=JSON, timeout=30)
+    assert_error(r, 400, says="a batch holds at most 1000 events")
+    workers = [pid for pid in _children(srv.proc.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert workers, "no worker process was started"
+    srv.proc.send_signal(sig)
+    srv.proc.wait(15)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a worker outlived its server"

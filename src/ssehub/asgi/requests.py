@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -68,7 +71,12 @@ class Offload:
             return function(*args)
         if self._pool is None:
             # spawn, not fork: a forked child of a process with threads (the SQLite writer) may inherit a held lock.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_end_with_parent,
+                initargs=(os.getpid(),),
+            )
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
         except BrokenProcessPool:
@@ -80,6 +88,18 @@ class Offload:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _end_with_parent(parent: int) -> None:
+    """In each worker process: exit when the server process is gone, however it ended. A server that ends by
+    a signal (or a SIGKILL) runs no cleanup, and a worker waiting for work would wait for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="ssehub-offload-watch", daemon=True).start()
 
 
 _INLINE = Offload(0)  # for a request that did not come through HubApp: every body is parsed where it is
