@@ -347,3 +347,9 @@ def test_the_parsing_workers_end_with_the_server(server: Callable[..., ServerPro
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "a worker outlived its server"
+
+
+def test_max_result_bytes_is_an_option_of_serve(server: Callable[..., ServerProcess]) -> None:
+    srv = server("--store", "memory://", "--demo", "--max-result-bytes", "50", env={"SSEHUB_DEMO_DELAY": "0"})
+    doc = httpx.post(f"{srv.url}/agents/chat", json={"message": "hi"}, timeout=60).json()
+    assert doc["status"] == "failed" and "is above the limit of 50" in doc["error"]["message"], doc

@@ -453,6 +453,23 @@ OPTIONS: tuple[Option, ...] = (
         group="topic bounds",
         metavar="N",
     ),
+    # Input bounds
+    Option(
+        "max-result-bytes",
+        integer(1, 1 << 30),
+        256 * 1024,
+        "largest result of an agent run, as JSON; a run whose agent returns more fails, said aloud",
+        group="input bounds",
+        metavar="BYTES",
+    ),
+    Option(
+        "max-meta-bytes",
+        integer(1, 1 << 30),
+        16 * 1024,
+        "largest metadata a run is started with (e.g. an AG-UI client's ids), as JSON",
+        group="input bounds",
+        metavar="BYTES",
+    ),
 )
 
 

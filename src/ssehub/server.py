@@ -95,6 +95,8 @@ class ServeOptions:
                 purge_interval=settings["purge-interval"],
                 max_subscribers=settings["max-subscribers"],
                 max_subscribers_per_topic=settings["max-subscribers-per-topic"],
+                max_result_bytes=settings["max-result-bytes"],
+                max_meta_bytes=settings["max-meta-bytes"],
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
