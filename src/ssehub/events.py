@@ -67,7 +67,8 @@ class NewEvent:
 
     @property
     def size(self) -> int:
-        return len(self.data.encode()) + len(self.event)
+        data = self.data
+        return (len(data) if data.isascii() else len(data.encode())) + len(self.event)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,24 +73,33 @@ def loads(
     else:
         text = body
     decoder = _DECODER if constants else _STRICT_DECODER
+    # Both checks walk what was parsed, so each runs only where a cheap test of the text says it might fail:
+    # (value, its depth) for the depth check; the whole document for surrogates.
+    deep: list[tuple[Any, int]]
     try:
         start = _skip(text, 0)
         if max_items is not None and text.startswith("[", start):
-            value: Any = _bounded_array(decoder, text, start, max_items, too_many or f"{what} has too many items")
+            value: Any
+            value, deep = _bounded_array(decoder, text, start, max_items, too_many or f"{what} has too many items")
         else:
             value = decoder.decode(text)
+            deep = [(value, 1)] if _openings(text, 0, len(text)) > MAX_DEPTH else []
     except InvalidInput:
         raise  # too many items (an InvalidInput is a ValueError too)
     except RecursionError:
         raise InvalidInput(f"{what} is nested more than {MAX_DEPTH} deep") from None
     except ValueError as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
-    # Both checks walk the document, so each runs only when a cheap test of the text says it might fail.
-    deep = text.count("[") + text.count("{") > MAX_DEPTH
-    surrogates = _SURROGATE_ESCAPE.search(text) is not None
-    if deep or surrogates:
-        _check(value, what, surrogates)
+    if _SURROGATE_ESCAPE.search(text) is not None:
+        _check([(value, 1)], what, surrogates=True)
+    elif deep:
+        _check(deep, what, surrogates=False)
     return value
+
+
+def _openings(text: str, start: int, end: int) -> int:
+    """How many arrays and objects open in text[start:end]: no value there is nested deeper."""
+    return text.count("[", start, end) + text.count("{", start, end)
 
 
 def _skip(text: str, at: int) -> int:
@@ -99,8 +108,12 @@ def _skip(text: str, at: int) -> int:
     return at if space is None else space.end()
 
 
-def _bounded_array(decoder: json.JSONDecoder, text: str, start: int, limit: int, too_many: str) -> list[Any]:
+def _bounded_array(
+    decoder: json.JSONDecoder, text: str, start: int, limit: int, too_many: str
+) -> tuple[list[Any], list[tuple[Any, int]]]:
+    """The items of the array at `start`, and those that might be nested too deep (at depth 2)."""
     items: list[Any] = []
+    deep: list[tuple[Any, int]] = []
     at = _skip(text, start + 1)
     if text.startswith("]", at):
         at += 1
@@ -108,8 +121,11 @@ def _bounded_array(decoder: json.JSONDecoder, text: str, start: int, limit: int,
         while True:
             if len(items) == limit:
                 raise InvalidInput(too_many)
+            begin = at
             item, at = decoder.raw_decode(text, at)
             items.append(item)
+            if _openings(text, begin, at) >= MAX_DEPTH:
+                deep.append((item, 2))
             at = _skip(text, at)
             if text.startswith(",", at):
                 at = _skip(text, at + 1)
@@ -120,12 +136,13 @@ def _bounded_array(decoder: json.JSONDecoder, text: str, start: int, limit: int,
                 raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
     if _skip(text, at) != len(text):
         raise json.JSONDecodeError("Extra data", text, at)
-    return items
+    return items, deep
 
 
-def _check(value: Any, what: str, surrogates: bool) -> None:
-    """Refuse a document nested more than MAX_DEPTH deep, or (`surrogates`) with a string UTF-8 cannot encode."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _check(roots: list[tuple[Any, int]], what: str, *, surrogates: bool) -> None:
+    """Refuse values (each with its depth) nested more than MAX_DEPTH deep, or (`surrogates`) with a string
+    UTF-8 cannot encode."""
+    stack = list(roots)
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
