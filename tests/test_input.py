@@ -353,3 +353,17 @@ def test_max_result_bytes_is_an_option_of_serve(server: Callable[..., ServerProc
     srv = server("--store", "memory://", "--demo", "--max-result-bytes", "50", env={"SSEHUB_DEMO_DELAY": "0"})
     doc = httpx.post(f"{srv.url}/agents/chat", json={"message": "hi"}, timeout=60).json()
     assert doc["status"] == "failed" and "is above the limit of 50" in doc["error"]["message"], doc
+
+
+async def test_large_bodies_parsed_at_once_are_bounded(hub: Hub) -> None:
+    app = create_app(hub)
+    app.offload.queue = 1
+    big = "[" + ",".join(['{"data": 1}'] * 30_000) + "]"  # above 256 KiB: parsed in a worker process
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=url, timeout=60) as c:
+        answers = await asyncio.gather(*(c.post("/topics/q/events", content=big, headers=JSON) for _ in range(6)))
+    statuses = sorted(r.status_code for r in answers)
+    assert 400 in statuses and 429 in statuses, statuses  # one parsed at a time; the others told to retry
+    for r in answers:
+        assert_error(r, r.status_code, "invalid_input" if r.status_code == 400 else "too_many_requests")
+        if r.status_code == 429:
+            assert r.headers["retry-after"] == "1"

@@ -61,13 +61,17 @@ _T = TypeVar("_T")
 class Offload:
     """The worker processes that parse large bodies, started on first use; `close()` stops them."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, queue: int = 8) -> None:
         self.workers = workers
+        #: Large bodies parsed or waiting at once, at most: each waiting one is held twice (here and in the queue).
+        self.queue = queue
+        self._pending = 0
         self._pool: ProcessPoolExecutor | None = None
 
     async def run(self, size: int, function: Callable[..., _T], *args: Any) -> _T:
-        """`function(*args)`, here for an input of `size` bytes up to OFF_LOOP_BYTES, else in a worker."""
-        if size <= OFF_LOOP_BYTES:
+        """`function(*args)`, here for an input of `size` bytes up to OFF_LOOP_BYTES (or with no workers),
+        else in a worker process."""
+        if size <= OFF_LOOP_BYTES or self.workers < 1:
             return function(*args)
         if self._pool is None:
             # spawn, not fork: a forked child of a process with threads (the SQLite writer) may inherit a held lock.
@@ -77,12 +81,17 @@ class Offload:
                 initializer=_end_with_parent,
                 initargs=(os.getpid(),),
             )
+        if self._pending >= self.queue:
+            raise TooManyRequests(f"{self._pending} large request bodies are being parsed already; retry")
+        self._pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
         except BrokenProcessPool:
             # A worker died (e.g. the OOM killer): the next request gets a new pool.
             self.close()
             raise TooManyRequests("the server could not parse the body just now; retry") from None
+        finally:
+            self._pending -= 1
 
     def close(self) -> None:
         if self._pool is not None:
