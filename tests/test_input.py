@@ -24,6 +24,7 @@ from ssehub.asgi import create_app
 from support import ServerProcess, serve_app
 
 JSON = {"content-type": "application/json"}
+NDJSON = {"content-type": "application/x-ndjson"}
 PAGE = {"accept": "application/json"}
 
 
@@ -117,6 +118,7 @@ def test_hostile_bodies_do_not_stall_the_event_loop(serve: ServerProcess) -> Non
         ("POST", "/topics/big/events", deep, JSON, "nested more than 100 deep", 400),
         # The demo agent wants a message: a 4xx or a run, the loop is what counts.
         ("POST", "/agents/chat", '{"x":' + zeros + "}", {**JSON, "prefer": "respond-async"}, "", 0),
+        ("POST", "/topics/big/events", zeros[:6_000_000] + "]}\n", NDJSON, "above the limit", 413),  # one line
         ("POST", "/v1/stream/big", empties, JSON, "at most 1000 JSON messages", 400),
         ("POST", "/v1/stream/big", "[" + zeros + "]", JSON, "above the limit", 413),
     ]
@@ -214,6 +216,18 @@ async def test_a_lone_surrogate_is_a_400_and_a_pair_is_text(client: httpx.AsyncC
     assert r.json() == {"ids": [1, 2]}
     page = (await client.get("/topics/s/events?after=0", headers=PAGE)).json()
     assert [json.loads(e["data"]) for e in page["events"]] == ["\\ud800", "\U0001f600"]
+
+
+async def test_a_streamed_publish_refuses_a_lone_surrogate_or_deep_line_by_its_number(
+    client: httpx.AsyncClient,
+) -> None:
+    for bad, says in ((r'{"data": "\ud800"}', "lone surrogate"), ('{"data": ' + nested(100) + "}", "nested more")):
+        body = '{"data": 1}\n' + bad + '\n{"data": 3}\n'
+        r = await client.post("/topics/nd/events", content=body, headers=NDJSON)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["line"] == 2 and says in r.json()["error"]["message"], r.json()
+    page = (await client.get("/topics/nd/events?after=0", headers=PAGE)).json()
+    assert [e["data"] for e in page["events"]] == ["1", "1"]
 
 
 async def test_a_lone_surrogate_in_an_agent_body_is_a_400_not_a_failed_run(client: httpx.AsyncClient) -> None:

@@ -35,7 +35,6 @@ fingerprint is that of its first line, which every attempt shares (a changed lin
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,9 +46,10 @@ from ..access import PUBLISH
 from ..events import NewEvent, validate_topic
 from ..exceptions import EventTooLarge, InvalidInput, SSEHubError
 from ..hub import Hub
+from ..parsing import loads
 from ..stores import payload_fingerprint
 from .auth import Access
-from .requests import _event_from_json, idempotency_key
+from .requests import Offload, _event_from_json, idempotency_key, offload
 
 __all__ = ["NDJSON", "StreamIngest", "is_ndjson"]
 
@@ -153,6 +153,7 @@ class StreamIngest:
         cap, idle = config.max_stream_bytes, config.stream_idle_timeout
         line_limit = config.max_event_bytes * _LINE_FACTOR + _LINE_SLACK
         receive = request.receive
+        parser = offload(request)  # a line of megabytes is parsed off the event loop
         loop = asyncio.get_running_loop()
         # The unfinished last line, in the pieces it came in: joined once, when its end arrives.
         pending: list[bytes] = []
@@ -188,7 +189,7 @@ class StreamIngest:
                 rest = body[cut + 1 :]
                 pending, pending_size = ([rest], len(rest)) if rest else ([], 0)
                 heard = loop.time()
-                await self._append(topic, key, head.split(b"\n"), report)
+                await self._append(parser, topic, key, head.split(b"\n"), report)
             if over:
                 raise _Stop(
                     EventTooLarge(f"the stream is above the limit of {cap} bytes (see --max-stream-bytes)"),
@@ -199,9 +200,9 @@ class StreamIngest:
             if self.hub.draining and more:
                 raise _Stop(_DrainingError("the server is shutting down: resend the stream elsewhere"))
         if pending_size:
-            await self._append(topic, key, [b"".join(pending)], report)
+            await self._append(parser, topic, key, [b"".join(pending)], report)
 
-    async def _append(self, topic: str, key: str | None, lines: list[bytes], report: _Report) -> None:
+    async def _append(self, parser: Offload, topic: str, key: str | None, lines: list[bytes], report: _Report) -> None:
         """Validate and append `lines` (the next ones of the stream), in batches; _Stop at a bad one."""
         numbers: list[int] = []  # the line number of each event
         events: list[NewEvent] = []
@@ -218,7 +219,7 @@ class StreamIngest:
                 report.lines = number
                 continue
             try:
-                event = _parse_line(raw)
+                event = await parser.run(len(raw), _parse_line, raw)
                 if event.size > limit:
                     raise EventTooLarge(f"an event of {event.size} bytes is above the limit of {limit}")
             except SSEHubError as exc:
@@ -256,13 +257,8 @@ class StreamIngest:
 
 
 def _parse_line(raw: bytes) -> NewEvent:
-    try:
-        item = json.loads(raw)
-    except UnicodeDecodeError:
-        raise InvalidInput("the line is not UTF-8") from None
-    except (ValueError, RecursionError):
-        raise InvalidInput("the line is not valid JSON") from None
-    return _event_from_json(item)
+    # Within ssehub.parsing's bounds: UTF-8, nested at most 100 deep, no lone surrogate.
+    return _event_from_json(loads(raw, what="the line"))
 
 
 class _DrainingError(SSEHubError):
