@@ -116,6 +116,8 @@ def test_hostile_bodies_do_not_stall_the_event_loop(serve: ServerProcess) -> Non
         ("POST", "/topics/big/events", empties, JSON, "a batch holds at most 1000 events", 400),
         ("POST", "/topics/big/events", zeros, JSON, "above the limit", 413),
         ("POST", "/topics/big/events", deep, JSON, "nested more than 100 deep", 400),
+        # Parsed off the loop, but 2.6 million arrays would take a second to move back and make again.
+        ("POST", "/agents/chat", '{"x":[' + ",".join(["[]"] * 2_600_000) + "]}", JSON, "JSON values", 413),
         # The demo agent wants a message: a 4xx or a run, the loop is what counts.
         ("POST", "/agents/chat", '{"x":' + zeros + "}", {**JSON, "prefer": "respond-async"}, "", 0),
         ("POST", "/topics/big/events", zeros[:6_000_000] + "]}\n", NDJSON, "above the limit", 413),  # one line
@@ -252,6 +254,15 @@ async def test_a_lone_surrogate_to_durable_streams_leaves_the_sqlite_writer_aliv
         assert (await c.post("/topics/t/events", json={"data": "é"})).json() == {"ids": [1]}
         read = await c.get("/v1/stream/d", params={"offset": "-1"})
         assert read.json() == ["a", "b"]
+
+
+async def test_an_agent_body_of_more_than_100000_values_is_a_413(client: httpx.AsyncClient) -> None:
+    for n in (100_001, 200_000):  # one on the loop (below 256 KiB), one in a worker process
+        body = json.dumps({"message": "hi", "x": [0] * (n - 3)})  # the object, "hi" and the array: 3 values more
+        r = await client.post("/agents/echo", content=body, headers=JSON)
+        assert_error(r, 413, "event_too_large", "holds more than 100000 JSON values")
+    r = await client.post("/agents/echo", content=json.dumps({"x": [0] * 99_998}), headers=JSON)
+    assert r.status_code == 200 and r.json()["status"] == "completed"
 
 
 async def test_nesting_deeper_than_100_is_a_400(client: httpx.AsyncClient) -> None:

@@ -29,6 +29,7 @@ from ..formats import FORMATS, Cursor
 from ..parsing import loads, parse_integer
 
 __all__ = [
+    "MAX_VALUES",
     "OFFLOAD_KEY",
     "OFF_LOOP_BYTES",
     "Offload",
@@ -51,6 +52,9 @@ MAX_CURSOR = 10**18 - 1
 
 #: JSON bodies above this many bytes are parsed off the event loop: below it a parse takes a few ms.
 OFF_LOOP_BYTES = 256 * 1024
+
+#: The most JSON values (arrays, objects, scalars) in a body that is handed on whole: an agent call's.
+MAX_VALUES = 100_000
 
 #: Where `HubApp` puts its `Offload` in each request's scope.
 OFFLOAD_KEY = "ssehub.offload"
@@ -186,10 +190,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def json_object(body: bytes, what: str) -> dict[str, Any]:
-    """`body` as a JSON object, or `{}` when empty; `what` names it in the error."""
+    """`body` as a JSON object, or `{}` when empty; `what` names it in the error. At most MAX_VALUES values:
+    the object is handed on whole, and moving (or making) millions of them would hold the event loop."""
     if not body.strip():
         return {}
-    payload = loads(body, what=f"the body of {what}")
+    payload = loads(body, what=f"the body of {what}", max_values=MAX_VALUES)
     if not isinstance(payload, dict):
         raise InvalidInput(f"the body of {what} must be a JSON object")
     return payload
