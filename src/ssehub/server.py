@@ -80,6 +80,10 @@ class ServeOptions:
                 run_grace=settings["run-grace"],
                 durable_prefix=None if settings["durable-prefix"] in ("", "off") else settings["durable-prefix"],
                 long_poll_timeout=settings["long-poll-timeout"],
+                tail_bytes=settings["tail-bytes"],
+                tail_total_bytes=settings["tail-total-bytes"],
+                page_bytes=settings["page-bytes"],
+                stall_timeout=settings["stall-timeout"],
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

@@ -96,6 +96,7 @@ class SubscriptionResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         begun = False
         config = self.hub.config
+        sub: Subscription | None = None
         try:
             async with self.hub.subscription(self.topic, self.after) as sub:
                 scope[STREAM_KEY] = sub  # for the access log
@@ -124,6 +125,12 @@ class SubscriptionResponse(Response):
                     )
                     begun = True
                     await stream(scope, receive, send)
+        except asyncio.CancelledError:
+            if sub is None or not sub.stalled():
+                raise
+            # The hub cut a stream whose socket stopped draining (`Subscription.cut`). Nothing more can be
+            # written to it, not even a retry hint: the response ends unfinished, so the server closes the
+            # connection, and the client reconnects (after the `retry:` of the stream's opening) and resumes.
         except SSEHubError as exc:
             if begun:
                 raise  # the answer has begun: too late for an error status
@@ -151,7 +158,7 @@ async def _frames(
     """
     tail, cursor = sub.tail, reading.cursor
     if not await sub.sync(0 if cursor is None else cursor.after):
-        yield sse.encode_retry(config.retry_ms)
+        yield sse.encode_retry(config.retry_hint())
         return
     last = tail.last_id
     out = b""
@@ -196,14 +203,14 @@ async def _frames(
             elif idle and not started:
                 started = True
                 yield b""
-            elif idle and loop.time() - sent >= config.heartbeat:
+            elif idle and loop.time() - sent >= config.quiet:
                 sent = loop.time()
                 yield _KEEP_ALIVE
     if sub.ended == "auth_expired":
-        out += sub.expired() if reading.format == "native" else sse.encode_retry(config.retry_ms)
+        out += sub.expired() if reading.format == "native" else sse.encode_retry(config.retry_hint())
     elif not encoder.ended and not tail.deleted:
         if not sub.finished:
-            out += sse.encode_retry(config.retry_ms)  # drained, or the store is away: reconnect and resume
+            out += sse.encode_retry(config.retry_hint())  # drained, or the store is away: reconnect and resume
         elif join_at is None:
             out += encoder.close(tail.status)
     if out:
