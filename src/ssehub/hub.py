@@ -50,6 +50,7 @@ class Stats:
     events_published: int = 0
     streams_opened: int = 0
     resets_sent: int = 0
+    streams_stalled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +261,11 @@ class Hub:
         return sum(t.subscribers for t in self._tails.values())
 
     @property
+    def tail_bytes(self) -> int:
+        """The bytes the tails of the active topics are counted as (at most `HubConfig.tail_total_bytes`)."""
+        return self._tail_bytes
+
+    @property
     def active_topics(self) -> int:
         return len(self._tails)
 
@@ -441,6 +447,7 @@ class Subscription:
         if self.task is not None and self.ended is None:
             log.info("stream of %r stalled for %gs: cut", self.tail.name, self.hub.config.stall_timeout)
             self.ended = "stalled"
+            self.hub.stats.streams_stalled += 1
             self.task.cancel()
 
     def stalled(self) -> bool:
