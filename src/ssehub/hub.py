@@ -551,24 +551,24 @@ class Subscription:
                     yield self._reset(page.first_id)
                     continue
                 if page.events:
-                    self.cursor = page.events[-1].id
-                    self.events_sent += len(page.events)
+                    self.cursor, count = page.events[-1].id, len(page.events)
                     chunk = encode_events(page.events)
                     del page  # the chunk alone is held while it is written
                     self.writing = loop.time()
                     yield chunk
                     self.writing = 0.0
+                    self.events_sent += count  # counted once written: a cut write is not
                     sent = loop.time()
                     continue
                 got = (b"", self.cursor)
             chunk, cursor = got
             if chunk:
                 # Ids are consecutive within the window: the count is the cursor's step.
-                self.events_sent += cursor - self.cursor
-                self.cursor = cursor
+                count, self.cursor = cursor - self.cursor, cursor
                 self.writing = loop.time()
                 yield chunk
                 self.writing = 0.0
+                self.events_sent += count
                 sent = loop.time()
                 continue
             if tail.ended:
@@ -634,10 +634,10 @@ class Subscription:
                 del page
             if got:
                 self.cursor = got[-1].id
-                self.events_sent += len(got)
                 self.writing = loop.time()
                 yield got
                 self.writing = 0.0
+                self.events_sent += len(got)
                 del got
                 continue
             if tail.ended:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -37,6 +38,29 @@ __all__ = ["AG_UI_META", "Reading", "SubscriptionResponse", "reading_for"]
 AG_UI_META = "ag_ui"
 
 _KEEP_ALIVE = b": keep-alive\n\n"
+
+
+class _CutStreams(logging.Filter):
+    """Drops the server's complaint about a response that ended unfinished, once for each stream the hub cut.
+
+    A cut stream cannot be finished (its socket takes nothing more), so its response returns unfinished
+    on purpose, and uvicorn, which then closes the connection, logs an error. The hub has logged the cut.
+    """
+
+    MESSAGE = "ASGI callable returned without completing response."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pending and record.msg == self.MESSAGE:
+            self.pending -= 1
+            return False
+        return True
+
+
+_CUT_STREAMS = _CutStreams()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +155,10 @@ class SubscriptionResponse(Response):
             # The hub cut a stream whose socket stopped draining (`Subscription.cut`). Nothing more can be
             # written to it, not even a retry hint: the response ends unfinished, so the server closes the
             # connection, and the client reconnects (after the `retry:` of the stream's opening) and resumes.
+            server_log = logging.getLogger("uvicorn.error")
+            if _CUT_STREAMS not in server_log.filters:
+                server_log.addFilter(_CUT_STREAMS)
+            _CUT_STREAMS.pending += 1
         except SSEHubError as exc:
             if begun:
                 raise  # the answer has begun: too late for an error status
