@@ -161,6 +161,9 @@ def test_a_replay_is_written_in_pages_bounded_in_bytes(server: Server, tmp_path:
     assert _numbers(events) == list(range(1, 61))
     # One page of 1,000 events used to be one write of 180 KB; now no write passes the bound.
     assert max(sizes) <= 10_000 + 100, sizes
+    # A JSON page is bounded the same way; `next_after` says where the next one starts.
+    page = httpx.get(f"{srv.url}/topics/t/events?after=0&limit=100", headers={"accept": "application/json"}).json()
+    assert [e["id"] for e in page["events"]] == [1, 2, 3] and page["next_after"] == 3, page["next_after"]
     # The same bound for a reader far behind in the tail: a live reader keeps the topic's tail loaded.
     live = _open(srv.port, "u")
     Chunked(live)

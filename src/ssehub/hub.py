@@ -36,7 +36,7 @@ from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotF
 from .runs import AgentFunction, RunManager
 from .shutdown import on_exit_signals
 from .stores import Change, Page, Store, open_store, payload_fingerprint
-from .tail import Tail, encode_events
+from .tail import Tail, encode_page
 
 __all__ = ["Gap", "Hub", "Stats", "Subscription", "TopicWriter"]
 
@@ -285,9 +285,10 @@ class Hub:
     async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]:
         return await self.store.topics(prefix, after, limit)
 
-    async def read(self, topic: str, after: int = 0, limit: int = 100) -> Page:
-        """Up to `limit` stored events with id > `after`, with the topic's bounds; TopicNotFound if none."""
-        page = await self.store.read(validate_topic(topic), after, limit)
+    async def read(self, topic: str, after: int = 0, limit: int = 100, max_bytes: int | None = None) -> Page:
+        """Up to `limit` stored events with id > `after` (with `max_bytes`, fewer if their text passes it, but at
+        least one), with the topic's bounds; TopicNotFound if none."""
+        page = await self.store.read(validate_topic(topic), after, limit, max_bytes)
         if page is None:
             raise TopicNotFound(f"no topic {topic!r}")
         return page
@@ -551,8 +552,8 @@ class Subscription:
                     yield self._reset(page.first_id)
                     continue
                 if page.events:
-                    self.cursor, count = page.events[-1].id, len(page.events)
-                    chunk = encode_events(page.events)
+                    chunk, count = encode_page(page.events, config.page_bytes)
+                    self.cursor = page.events[count - 1].id
                     del page  # the chunk alone is held while it is written
                     self.writing = loop.time()
                     yield chunk

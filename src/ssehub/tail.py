@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from .events import Event
 from .formats.native import encode_event
 
-__all__ = ["ENTRY_OVERHEAD", "Tail", "encode_event", "encode_events"]
+__all__ = ["ENTRY_OVERHEAD", "Tail", "encode_event", "encode_events", "encode_page"]
 
 #: Bytes counted per entry of a tail beyond its frame and its event's text: the objects that hold them.
 ENTRY_OVERHEAD = 256
@@ -33,6 +33,23 @@ ENTRY_OVERHEAD = 256
 
 def encode_events(events: Iterable[Event]) -> bytes:
     return b"".join(encode_event(e) for e in events)
+
+
+def encode_page(events: Sequence[Event], max_bytes: int) -> tuple[bytes, int]:
+    """The frames of the first events that fit in `max_bytes` (at least one), and how many they are.
+
+    A page read from the store is bounded by its events' text; a frame can be larger than its text
+    (a `data:` line for each line of it), so the frames are bounded again here.
+    """
+    frames: list[bytes] = []
+    size = 0
+    for event in events:
+        frame = encode_event(event)
+        size += len(frame)
+        if frames and size > max_bytes:
+            break
+        frames.append(frame)
+    return b"".join(frames), len(frames)
 
 
 class Tail:
