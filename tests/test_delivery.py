@@ -45,14 +45,17 @@ def _metric(url: str, name: str) -> float:
     return float(match.group(1))
 
 
-def _open(port: int, topic: str, last_id: int | None = None, rcvbuf: int | None = None) -> socket.socket:
+def _open(
+    port: int, topic: str, last_id: int | None = None, rcvbuf: int | None = None, query: str = ""
+) -> socket.socket:
     """A raw HTTP/1.1 subscription: the test decides when (and whether) to read."""
     s = socket.socket()
     if rcvbuf is not None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: it sets the window
     s.connect(("127.0.0.1", port))
     resume = "" if last_id is None else f"Last-Event-ID: {last_id}\r\n"
-    request = f"GET /topics/{topic}/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n"
+    request = f"GET /topics/{topic}/events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+    request += f"{resume}\r\n"
     s.sendall(request.encode())
     return s
 
@@ -223,6 +226,26 @@ def test_a_stalled_reader_is_cut_and_resumes_with_everything_once(server: Server
     # Publishing did not wait for the stalled reader: 300 publishes, far under the time it takes to be cut
     # many times over (a generous bound: the box is shared).
     assert publishing < 60, publishing
+
+
+def test_a_stalled_reader_of_another_wire_format_is_cut_too(server: Server, tmp_path: Path) -> None:
+    srv = server(*_sqlite(tmp_path), "--stall-timeout", "1.5", "--page-bytes", "65536")
+    stalled = _open(srv.port, "t", rcvbuf=4096, query="?format=ag-ui&after=0")
+    time.sleep(0.3)
+    with httpx.Client(base_url=srv.url, timeout=30) as client:
+        for _ in range(300):
+            r = client.post("/topics/t/events", json={"event": "text_delta", "data": {"content": "x" * 10_000}})
+            assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    while _metric(srv.url, "ssehub_streams_stalled") < 1:
+        assert time.monotonic() < deadline, "the stalled stream was not cut"
+        time.sleep(0.2)
+    stalled.settimeout(30)
+    reader = Chunked(stalled)
+    while reader.chunk() is not None:
+        pass  # what was written arrives, then the connection ends
+    stalled.close()
+    assert "ended=stalled" in srv.output()
 
 
 def test_publishing_runs_at_its_speed_while_readers_stall(server: Server, tmp_path: Path) -> None:

@@ -436,7 +436,9 @@ class Subscription:
         self.ended: str | None = None
         self.generation = tail.generation
         self.writing = 0.0
-        self.task: asyncio.Task[Any] | None = None  # the task that reads it, for `cut()`
+        #: The task that writes it to a socket, set by that writer (an HTTP response) so that `cut()` can end it;
+        #: None (a subscription read in code of its own) is never cut.
+        self.task: asyncio.Task[Any] | None = None
 
     def cut(self) -> None:
         """End a stream whose socket has stopped draining: cancel the task that writes it.
@@ -516,7 +518,6 @@ class Subscription:
         """
         hub, tail, config = self.hub, self.tail, self.hub.config
         loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task()
         sent = loop.time()  # when we last wrote: a keep-alive goes out after `quiet` seconds of it
         if not await self.sync(self.cursor):
             self.ended = "store_unavailable"
@@ -597,7 +598,6 @@ class Subscription:
         """
         hub, tail, limit, max_bytes = self.hub, self.tail, self.hub.config.page_size, self.hub.config.page_bytes
         loop = asyncio.get_running_loop()
-        self.task = asyncio.current_task()
         if not await self.sync(self.cursor):
             self.ended = "store_unavailable"
             return

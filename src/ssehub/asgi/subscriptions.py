@@ -124,6 +124,7 @@ class SubscriptionResponse(Response):
         try:
             async with self.hub.subscription(self.topic, self.after) as sub:
                 scope[STREAM_KEY] = sub  # for the access log
+                sub.task = asyncio.current_task()  # the hub cuts this task's stream if its socket stops draining
                 if self.reading is None:
                     # A 204 is for good (EventSource stops): check the store first when another process shares it.
                     if sub.finished and await sub.sync(sub.cursor) and sub.finished:
