@@ -236,7 +236,8 @@ async def _frames(
                 sent = loop.time()
                 yield _KEEP_ALIVE
     if sub.ended == "auth_expired":
-        out += sub.expired() if reading.format == "native" else sse.encode_retry(config.retry_hint())
+        # Not jittered: a token expires for one client, not for all of them at once.
+        out += sub.expired() if reading.format == "native" else sse.encode_retry(config.retry_ms)
     elif not encoder.ended and not tail.deleted:
         if not sub.finished:
             out += sse.encode_retry(config.retry_hint())  # drained, or the store is away: reconnect and resume
