@@ -215,6 +215,12 @@ def _add_publish(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("data", nargs="?", default="-", help="the event's data, or - to read lines from standard input")
     p.add_argument("--event", default="message", help="event name (default message)")
     p.add_argument("--key", help="idempotency key: publishing again with the same key appends nothing new")
+    p.add_argument(
+        "--ndjson",
+        action="store_true",
+        help='stream standard input over one request: each line a JSON object {"event": ..., "data": ...}, '
+        "appended as it arrives; prints what was appended as JSON {first_id, last_id, count, lines}",
+    )
     _add_client_options(p)
     p.set_defaults(run=_publish)
 
@@ -258,9 +264,36 @@ def _line_batches(stream: IO[str], size: int = 500) -> Iterator[list[str]]:
         yield batch
 
 
+def _ndjson_event(line: str, number: int) -> tuple[str, Any]:
+    """The (event, data) of one line of `publish --ndjson`, checked as the hub checks it."""
+    try:
+        item = json.loads(line)
+    except ValueError:
+        raise InvalidInput(f"line {number} of standard input is not JSON") from None
+    if not isinstance(item, dict) or set(item) - {"event", "data"} or not isinstance(item.get("event", ""), str):
+        raise InvalidInput(f'line {number} of standard input is not {{"event": "...", "data": ...}}')
+    return item.get("event", "message"), item.get("data")
+
+
+def _publish_stream(args: argparse.Namespace, client: Any, out: TextIO) -> int:
+    with client.stream(args.topic, idempotency_key=args.key) as stream:
+        # Read line by line (not with the file's read-ahead), so each one goes out as it arrives.
+        for number, line in enumerate(iter(sys.stdin.readline, ""), 1):
+            if line.strip():
+                event, data = _ndjson_event(line, number)
+                stream.send(data, event=event)
+    result = stream.result
+    out.write(json.dumps({k: getattr(result, k) for k in ("first_id", "last_id", "count", "lines")}) + "\n")
+    return 0
+
+
 def _publish(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     with _client(args) as client:
+        if args.ndjson:
+            if args.data != "-":
+                raise InvalidInput("--ndjson reads standard input: give no DATA (or -)")
+            return _publish_stream(args, client, out)
         if args.data != "-":
             out.write(f"{client.publish(args.topic, args.event, _data(args.data), idempotency_key=args.key)}\n")
             return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import json
 import os
@@ -57,7 +58,16 @@ from .exceptions import (
 )
 from .sse import Decoder, ServerSentEvent
 
-__all__ = ["DEFAULT_URL", "AsyncClient", "Client", "TokenSource", "TopicState"]
+__all__ = [
+    "DEFAULT_URL",
+    "AsyncClient",
+    "Client",
+    "StreamResult",
+    "SyncTopicStream",
+    "TokenSource",
+    "TopicState",
+    "TopicStream",
+]
 
 T = TypeVar("T")
 
@@ -335,6 +345,24 @@ class AsyncClient:
         except (ValueError, KeyError, TypeError):
             raise ServerError(f"unexpected answer to a publish: {response.text[:200]!r}") from None
 
+    def stream(self, topic: str, *, idempotency_key: str | None = None) -> TopicStream:
+        """A streamed publish: one long POST whose lines the server appends as they arrive.
+
+            async with client.stream("answer-7") as s:
+                await s.send("Hel", event="token")
+                await s.send("lo", event="token")
+            print(s.result.first_id, s.result.last_id, s.result.count)
+
+        Each ``send`` is written at once (what piles up while a write is under way goes as one
+        piece, which the server appends as one batch). The stream carries an ``Idempotency-Key``;
+        when the connection fails or the server answers 503 (it is draining), the stream is sent
+        again from its first line with the same key, and the server answers the lines it has with
+        their stored ids instead of storing them twice. So the lines are kept until the end.
+        An error the server answers (a bad line, a topic closed meanwhile) is raised by the next
+        ``send`` or at the end of the block; what came before it stays appended.
+        """
+        return TopicStream(self, self._path(topic, "/events"), idempotency_key or uuid.uuid4().hex)
+
     async def topic(self, topic: str) -> TopicState:
         """The topic's state; `TopicNotFound` if it does not exist."""
         response = await self._request("GET", self._path(topic), idempotent=True)
@@ -506,6 +534,148 @@ class AsyncClient:
             await asyncio.sleep(backoff(failures, base, self.max_delay))
 
 
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    """What a streamed publish appended: the range of its ids (None: nothing), how many, and the lines read.
+
+    `ids` are the events' own ids in line order: others may publish to the topic between a
+    stream's batches, so not every id from `first_id` to `last_id` need be the stream's.
+    """
+
+    first_id: int | None
+    last_id: int | None
+    count: int
+    lines: int
+    ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_json(cls, item: Any) -> StreamResult:
+        try:
+            first, last = item["first_id"], item["last_id"]
+            ids = tuple(id for low, high in item.get("ranges", ()) for id in range(int(low), int(high) + 1))
+            return cls(
+                None if first is None else int(first),
+                None if last is None else int(last),
+                int(item["count"]),
+                int(item["lines"]),
+                ids,
+            )
+        except (KeyError, TypeError, ValueError):
+            raise ServerError(f"unexpected answer to a streamed publish: {str(item)[:200]!r}") from None
+
+
+class TopicStream:
+    """A streamed publish to one topic (`AsyncClient.stream`): ``send`` events, then leave the block."""
+
+    def __init__(self, client: AsyncClient, path: str, key: str) -> None:
+        self._client = client
+        self._path = path
+        self.idempotency_key = key
+        #: What the server appended, once the block has ended (also after an error, when the server said).
+        self.result: StreamResult | None = None
+        self._lines: list[bytes] = []  # everything sent, for a retry from the first line
+        self._wake = asyncio.Event()
+        self._ended = False
+        self._task: asyncio.Task[StreamResult] | None = None
+
+    async def __aenter__(self) -> TopicStream:
+        # Owned by this block: it ends (or is cancelled) before the block is left.
+        self._task = asyncio.create_task(self._run(), name=f"ssehub-stream {self._path}")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._task is not None
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError | KeyboardInterrupt):
+            self._task.cancel()  # the server keeps what arrived and answers nobody
+            await asyncio.gather(self._task, return_exceptions=True)
+            return
+        # A failed block still ends the stream properly: what it sent stays appended and is reported.
+        self._ended = True
+        self._wake.set()
+        try:
+            self.result = await self._task
+        except SSEHubError:
+            if exc_type is None:
+                raise
+
+    async def send(self, data: Any = None, *, event: str = "message") -> None:
+        """Send one event (``data`` is JSON). Raises the error the server answered, if it has."""
+        if self._task is None or self._ended:
+            raise InvalidInput("send within `async with client.stream(topic) as s:`")
+        if self._task.done():
+            self._task.result()  # the server's answer came early: an error (or the stream was cut off)
+            raise ServerError("the server ended the stream early")
+        self._lines.append(_body(_event_json(event, data)) + b"\n")
+        self._wake.set()
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        sent = 0
+        while True:
+            if sent < len(self._lines):
+                chunk = b"".join(self._lines[sent:])
+                sent = len(self._lines)
+                yield chunk
+                continue
+            if self._ended:
+                return
+            self._wake.clear()
+            await self._wake.wait()
+
+    async def _run(self) -> StreamResult:
+        client = self._client
+        failures = 0
+        refreshed = False
+        stale: str | None = None
+        while True:
+            headers = {"content-type": "application/x-ndjson", "idempotency-key": self.idempotency_key}
+            headers.update(await client._auth(stale))
+            try:
+                response = await client._http.post(
+                    self._path, content=self._body(), headers=headers, timeout=client._stream_timeout
+                )
+            except httpx.TransportError as exc:
+                if failures >= client.retries:
+                    raise _transport_error(client.base_url, exc) from exc
+            else:
+                if response.status_code < 400:
+                    return StreamResult.from_json(client._json(response))
+                if not refreshed and client._refreshable(response, client._token):
+                    refreshed, stale = True, client._token
+                    continue
+                if failures >= client.retries or response.status_code not in _RETRYABLE_STATUS:
+                    with contextlib.suppress(ServerError):
+                        self.result = StreamResult.from_json(client._json(response))
+                    raise _error(response)
+            failures += 1
+            await asyncio.sleep(backoff(failures, client.retry_delay, client.max_delay))
+
+
+class SyncTopicStream:
+    """`TopicStream` for synchronous code (`Client.stream`): ``with client.stream(t) as s: s.send(...)``."""
+
+    def __init__(self, client: Client, stream: TopicStream) -> None:
+        self._client = client
+        self._stream = stream
+
+    @property
+    def result(self) -> StreamResult | None:
+        return self._stream.result
+
+    def __enter__(self) -> SyncTopicStream:
+        self._client._call(self._stream.__aenter__())
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._client._call(self._stream.__aexit__(exc_type, exc, tb))
+
+    def send(self, data: Any = None, *, event: str = "message") -> None:
+        self._client._call(self._stream.send(data, event=event))
+
+
 async def _next(events: AsyncIterator[T]) -> T:
     return await anext(events)
 
@@ -574,6 +744,10 @@ class Client:
         self, topic: str, events: Iterable[tuple[str, Any]], *, idempotency_key: str | None = None
     ) -> list[int]:
         return self._call(self._async.publish_many(topic, list(events), idempotency_key=idempotency_key))
+
+    def stream(self, topic: str, *, idempotency_key: str | None = None) -> SyncTopicStream:
+        """See `AsyncClient.stream`: ``with client.stream(topic) as s: s.send(data, event=...)``."""
+        return SyncTopicStream(self, self._async.stream(topic, idempotency_key=idempotency_key))
 
     def topic(self, topic: str) -> TopicState:
         return self._call(self._async.topic(topic))

@@ -38,6 +38,14 @@ class HubConfig:
     durable_prefix: str | None = "/v1/stream"
     #: Seconds a Durable Streams long-poll waits for data before it answers 204.
     long_poll_timeout: float = 15.0
+    #: Streaming ingest (NDJSON publishes): the most bytes one streamed request may carry.
+    max_stream_bytes: int = 64 * 1024 * 1024
+    #: Streaming ingest: seconds a stream may go without finishing a line before it is answered 408.
+    stream_idle_timeout: float = 300.0
+    #: Subscriptions this hub holds at once (0: no cap); one more gets Overloaded (503, Retry-After).
+    max_subscribers: int = 0
+    #: Subscriptions of one topic at once (0: no cap); one more gets TopicFull (429, Retry-After).
+    max_subscribers_per_topic: int = 0
     # Delivery bounds: what the hub holds in memory is bounded in bytes (the formula: docs/security.md).
     #: Bytes of recent events kept in memory per active topic (frames and events); older ones come from the store.
     tail_bytes: int = 4 * 1024 * 1024
@@ -62,6 +70,8 @@ class HubConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_subscribers < 0 or self.max_subscribers_per_topic < 0:
+            raise ValueError("max_subscribers and max_subscribers_per_topic must not be negative")
         if self.heartbeat <= 0 or self.purge_interval <= 0:
             raise ValueError("heartbeat and purge_interval must be positive")
         if self.stall_timeout <= 0:
@@ -70,6 +80,8 @@ class HubConfig:
             raise ValueError("run_grace must be from 0 to 3600 seconds")
         if not 0 < self.long_poll_timeout <= 300:
             raise ValueError("long_poll_timeout must be above 0 and at most 300 seconds")
+        if self.max_stream_bytes < 1 or not 0 < self.stream_idle_timeout <= 86_400:
+            raise ValueError("max_stream_bytes must be at least 1, stream_idle_timeout above 0 and at most 86400")
         if self.durable_prefix is not None and not (
             self.durable_prefix.startswith("/")
             and len(self.durable_prefix) > 1

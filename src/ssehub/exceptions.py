@@ -15,6 +15,9 @@
     │   ├── TokenExpired        the token was valid and has expired: get a fresh one
     │   └── Forbidden           valid credentials that do not allow this (403)
     ├── TooManyRequests         a limit on concurrent work was reached
+    │   └── TopicFull           a topic has as many subscribers as it takes (--max-subscribers-per-topic)
+    ├── Overloaded              this process has as many subscribers as it takes (503, Retry-After)
+    ├── TooManyTopics           creating a topic beyond --max-topics (507); existing topics still work
     ├── StoreUnavailable        the store cannot be reached now; retry later
     ├── AgentError              an agent ends its run with a message meant for the client
     ├── UpstreamError           an upstream service (e.g. an LLM API) failed or answered badly
@@ -44,6 +47,9 @@ __all__ = [
     "StoreUnavailable",
     "TokenExpired",
     "TooManyRequests",
+    "TooManyTopics",
+    "TopicFull",
+    "Overloaded",
     "TopicClosed",
     "TopicNotFound",
     "TransportError",
@@ -157,6 +163,26 @@ class TooManyRequests(SSEHubError):
 
     status = 429
     code = "too_many_requests"
+
+
+class TopicFull(TooManyRequests):
+    """This topic has as many subscribers as it takes; try again later."""
+
+    code = "too_many_subscribers"
+
+
+class Overloaded(SSEHubError):
+    """The server has as many subscribers as it takes; try again later, or another node."""
+
+    status = 503
+    code = "too_many_subscribers"
+
+
+class TooManyTopics(SSEHubError):
+    """The hub holds as many topics as it may; publish to an existing topic, or wait for old ones to expire."""
+
+    status = 507
+    code = "too_many_topics"
 
 
 class StoreUnavailable(SSEHubError):

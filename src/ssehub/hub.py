@@ -32,7 +32,7 @@ from typing import Any
 from . import sse
 from .config import HubConfig
 from .events import TERMINAL_STATUSES, Event, NewEvent, TopicInfo, validate_topic
-from .exceptions import EventTooLarge, InvalidInput, StoreUnavailable, TopicNotFound
+from .exceptions import EventTooLarge, InvalidInput, Overloaded, StoreUnavailable, TopicFull, TopicNotFound
 from .runs import AgentFunction, RunManager
 from .shutdown import on_exit_signals
 from .stores import Change, Page, Store, open_store, payload_fingerprint
@@ -80,6 +80,8 @@ class Hub:
         self._started = False
         self._purger: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        #: Subscriptions held now (`subscription()`), against HubConfig.max_subscribers.
+        self._held = 0
         self.store.add_listener(self._on_change)
         self.runs = RunManager(self)
 
@@ -403,13 +405,26 @@ class Hub:
     async def subscription(self, topic: str, after: int | None = None) -> AsyncIterator[Subscription]:
         """Hold a subscription to `topic`; `after=None` starts at the current end (new events only)."""
         validate_topic(topic)
-        tail = await self._acquire(topic)
+        config = self.config
+        if config.max_subscribers and self._held >= config.max_subscribers:
+            raise Overloaded(f"this server holds {self._held} subscriptions, the most it takes; retry later")
+        if config.max_subscribers_per_topic and self.subscribers(topic) >= config.max_subscribers_per_topic:
+            raise TopicFull(
+                f"topic {topic!r} has {self.subscribers(topic)} subscribers, the most it takes; retry later"
+            )
+        self._held += 1
+        try:
+            tail = await self._acquire(topic)
+        except BaseException:
+            self._held -= 1
+            raise
         self.stats.streams_opened += 1
         sub = Subscription(self, tail, tail.last_id if after is None else after)
         self._subscriptions.add(sub)
         try:
             yield sub
         finally:
+            self._held -= 1
             self._subscriptions.discard(sub)
             await asyncio.shield(self._release(tail))
 

@@ -16,6 +16,7 @@ an app and uvicorn's configuration.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -142,6 +143,18 @@ def text(max_length: int = 4096) -> Parse:
 
 def api_key(value: str) -> str:
     parse_api_key(value)  # checked here, kept as given: the settings travel to --workers as JSON
+    return value
+
+
+def networks(value: str) -> str:
+    """An address, a CIDR network, `loopback` or `none` (ssehub.connections reads them)."""
+    if value not in ("loopback", "none"):
+        try:
+            ipaddress.ip_network(value.strip("[]"), strict=False)
+        except ValueError:
+            raise ValueError(
+                f"must be loopback, none, an address or a network (10.0.0.0/8), got {value[:40]!r}"
+            ) from None
     return value
 
 
@@ -322,6 +335,123 @@ OPTIONS: tuple[Option, ...] = (
         "one line per request and per stream (topic, from-id, events, bytes, duration, why it ended)",
         group="logging",
         flag=True,
+    ),
+    # Streaming ingest
+    Option(
+        "max-stream-bytes",
+        integer(1),
+        64 * 1024 * 1024,
+        "most bytes one streamed (application/x-ndjson) publish may carry; beyond it the stream answers 413",
+        group="streaming ingest",
+        metavar="BYTES",
+    ),
+    Option(
+        "stream-idle-timeout",
+        number(above=0, high=86_400),
+        300.0,
+        "seconds a streamed publish may go without finishing a line before it is answered 408",
+        group="streaming ingest",
+        metavar="SECONDS",
+    ),
+    # HTTP limits
+    Option(
+        "max-header-bytes",
+        integer(1024, 16 * 1024 * 1024),
+        64 * 1024,
+        "largest request line and headers together; larger gets 431",
+        group="http limits",
+        metavar="BYTES",
+    ),
+    Option(
+        "header-timeout",
+        number(above=0, high=3600),
+        10.0,
+        "seconds a request's line and headers have to arrive in whole; then 408 and closed",
+        group="http limits",
+        metavar="SECONDS",
+    ),
+    Option(
+        "body-timeout",
+        number(above=0, high=3600),
+        30.0,
+        "seconds a request body may stall between two pieces; then 408 and closed",
+        group="http limits",
+        metavar="SECONDS",
+    ),
+    Option(
+        "keep-alive-timeout",
+        number(above=0, high=3600),
+        5.0,
+        "seconds an idle connection is kept open between requests",
+        group="http limits",
+        metavar="SECONDS",
+    ),
+    Option(
+        "max-connections",
+        integer(0),
+        10_000,
+        "open connections per process; more get 503 with Retry-After (0: no cap)",
+        group="http limits",
+        metavar="N",
+    ),
+    Option(
+        "max-connections-per-client",
+        integer(0),
+        1000,
+        "open connections per client address and process; more get 429 with Retry-After (0: no cap)",
+        group="http limits",
+        metavar="N",
+    ),
+    Option(
+        "exempt-clients",
+        networks,
+        [],
+        "client addresses or networks (10.0.0.0/8) the per-client cap does not apply to, as a reverse proxy's; "
+        "loopback, or none (default: loopback); repeatable",
+        group="http limits",
+        repeat=True,
+        metavar="NETWORK",
+    ),
+    # Topic bounds
+    Option(
+        "max-topics",
+        integer(0),
+        100_000,
+        "topics the store may hold, open or closed; a publish creating one more gets 507 (0: no cap)",
+        group="topic bounds",
+        metavar="N",
+    ),
+    Option(
+        "idle-ttl",
+        number(0),
+        7 * 86_400.0,
+        "seconds an open topic may go without a publish before it is deleted (0: never; not Durable Streams)",
+        group="topic bounds",
+        metavar="SECONDS",
+    ),
+    Option(
+        "purge-interval",
+        number(above=0, high=86_400),
+        60.0,
+        "seconds between retention sweeps (closed topics past --ttl, open ones past --idle-ttl)",
+        group="topic bounds",
+        metavar="SECONDS",
+    ),
+    Option(
+        "max-subscribers",
+        integer(0),
+        10_000,
+        "subscriptions (streams, long-polls) per process; more get 503 with Retry-After (0: no cap)",
+        group="topic bounds",
+        metavar="N",
+    ),
+    Option(
+        "max-subscribers-per-topic",
+        integer(0),
+        0,
+        "subscriptions of one topic per process; more get 429 with Retry-After (0: no cap)",
+        group="topic bounds",
+        metavar="N",
     ),
     # Delivery bounds
     Option(

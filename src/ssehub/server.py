@@ -14,15 +14,20 @@ Safe defaults: with no credentials configured, the hub answers everyone, so it
 listens on loopback only and says so; any other `--host` needs `--no-auth` (or
 credentials). Bound to loopback, it answers only the loopback host names unless
 `--allowed-hosts` says otherwise (DNS rebinding, docs/security.md).
+
+HTTP limits (request head size, head and body timeouts, connection caps) are enforced below the app
+by `ssehub.connections`, in every worker too; the process's open-file limit is raised to its hard limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
 import os
+import resource
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +40,7 @@ from .asgi import HubApp, create_app
 from .asgi.auth import LOOPBACK_HOSTS, Access
 from .asgi.static import demo_routes
 from .config import HubConfig
+from .connections import LimitedHttpProtocol, Limits, limited_protocol, parse_networks
 from .demo import register_demo
 from .exceptions import InvalidInput
 from .hub import Hub
@@ -56,6 +62,8 @@ class ServeOptions:
     store: str = "sqlite:///ssehub.db"
     max_events: int = 100_000
     ttl: float = 86_400.0
+    max_topics: int = 100_000
+    idle_ttl: float = 7 * 86_400.0
     log_level: str = "info"
     log_format: str = "plain"
     access_log: bool = True
@@ -66,6 +74,8 @@ class ServeOptions:
     access: Access = field(default_factory=Access)
     #: Serve a non-loopback host with no credentials, knowingly.
     no_auth: bool = False
+    limits: Limits = field(default_factory=Limits)
+    keep_alive_timeout: float = 5.0
     #: The resolved options these came from, by name (what the worker processes of --workers N rebuild from).
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -80,6 +90,11 @@ class ServeOptions:
                 run_grace=settings["run-grace"],
                 durable_prefix=None if settings["durable-prefix"] in ("", "off") else settings["durable-prefix"],
                 long_poll_timeout=settings["long-poll-timeout"],
+                max_stream_bytes=settings["max-stream-bytes"],
+                stream_idle_timeout=settings["stream-idle-timeout"],
+                purge_interval=settings["purge-interval"],
+                max_subscribers=settings["max-subscribers"],
+                max_subscribers_per_topic=settings["max-subscribers-per-topic"],
                 tail_bytes=settings["tail-bytes"],
                 tail_total_bytes=settings["tail-total-bytes"],
                 page_bytes=settings["page-bytes"],
@@ -95,6 +110,8 @@ class ServeOptions:
             store=settings["store"],
             max_events=settings["max-events"],
             ttl=settings["ttl"],
+            max_topics=settings["max-topics"],
+            idle_ttl=settings["idle-ttl"],
             log_level=settings["log-level"],
             log_format=settings["log-format"],
             access_log=settings["access-log"],
@@ -102,8 +119,22 @@ class ServeOptions:
             demo_abandon=settings["demo-abandon"],
             workers=settings["workers"],
             hub=hub,
+            limits=limits_from(settings),
+            keep_alive_timeout=settings["keep-alive-timeout"],
             settings=dict(settings),
         )
+
+
+def limits_from(settings: Mapping[str, Any]) -> Limits:
+    """The HTTP limits the options set (see ssehub.connections)."""
+    return Limits(
+        max_header_bytes=settings["max-header-bytes"],
+        header_timeout=settings["header-timeout"],
+        body_timeout=settings["body-timeout"],
+        max_connections=settings["max-connections"],
+        max_connections_per_client=settings["max-connections-per-client"],
+        exempt=parse_networks(settings["exempt-clients"]),
+    )
 
 
 def _access(settings: Mapping[str, Any], host: str) -> Access:
@@ -184,7 +215,14 @@ def check_exposure(options: ServeOptions) -> tuple[int, str]:
 
 
 def build_app(options: ServeOptions) -> tuple[Hub, HubApp]:
-    hub = Hub(options.store, options.hub, max_events=options.max_events, ttl=options.ttl)
+    hub = Hub(
+        options.store,
+        options.hub,
+        max_events=options.max_events,
+        ttl=options.ttl,
+        max_topics=options.max_topics,
+        idle_ttl=options.idle_ttl,
+    )
     access = options.access
     if options.demo:
         if access.enabled and not access.policy.can_mint:
@@ -199,6 +237,18 @@ def app_from_env() -> HubApp:
     options = ServeOptions.from_settings(json.loads(os.environ[OPTIONS_ENV]))
     logs.configure(options.log_level, options.log_format)
     return build_app(options)[1]
+
+
+@functools.cache
+def _worker_protocol_class() -> type[LimitedHttpProtocol]:
+    return limited_protocol(limits_from(json.loads(os.environ[OPTIONS_ENV])))
+
+
+def worker_protocol(**kwargs: Any) -> asyncio.Protocol:
+    """The HTTP protocol of one worker process of `ssehub serve --workers N`, under the limits of the options
+    in the environment. uvicorn starts its workers from a pickled configuration, which names this function:
+    a class made for the limits at hand could not be named, nor would its limits travel with it."""
+    return _worker_protocol_class()(**kwargs)
 
 
 def _serve_workers(options: ServeOptions, announce: Callable[[], None]) -> None:
@@ -217,15 +267,24 @@ def _serve_workers(options: ServeOptions, announce: Callable[[], None]) -> None:
     )
     announce()
     _print_demo_url(options)
-    uvicorn.run("ssehub.server:app_from_env", factory=True, workers=options.workers, **_uvicorn_options(options))
+    uvicorn.run(
+        "ssehub.server:app_from_env",
+        factory=True,
+        workers=options.workers,
+        **_uvicorn_options(options, "ssehub.server:worker_protocol"),
+    )
 
 
-def _uvicorn_options(options: ServeOptions) -> dict[str, Any]:
+def _uvicorn_options(options: ServeOptions, http: type[asyncio.Protocol] | str) -> dict[str, Any]:
     return {
         "host": options.host,
         "port": options.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn's httptools protocol under the HTTP limits (ssehub.connections).
+        "http": http,
+        # The hub serves no WebSocket: an Upgrade is answered as a plain request.
+        "ws": "none",
+        "timeout_keep_alive": options.keep_alive_timeout,
         "lifespan": "on",
         "log_level": options.log_level,
         # Our own logging set-up (ssehub.logs) for uvicorn's lines too, and our access log instead of
@@ -262,8 +321,30 @@ async def _check_store(url: str) -> None:
     await store.aclose()
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (each connection is one); the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return soft
+    return target
+
+
 def serve(options: ServeOptions) -> None:
     logs.configure(options.log_level, options.log_format)
+    files = raise_open_file_limit()
+    wanted = options.limits.max_connections
+    if files != resource.RLIM_INFINITY and wanted and files < wanted + 100:  # the store's and the log's files too
+        log.warning(
+            "open files are limited to %d per process, below --max-connections %d: connections beyond the limit "
+            "fail to be accepted instead of getting 503 (raise `ulimit -n`)",
+            files,
+            options.limits.max_connections,
+        )
     level, exposure = check_exposure(options)
     # Open the store once before uvicorn does, so that a wrong path or URL is a one-line error, not a traceback.
     asyncio.run(_check_store(options.store))
@@ -273,7 +354,7 @@ def serve(options: ServeOptions) -> None:
         _serve_workers(options, lambda: log.log(level, exposure))
         return
     hub, app = build_app(options)
-    config = uvicorn.Config(app, **_uvicorn_options(options))
+    config = uvicorn.Config(app, **_uvicorn_options(options, limited_protocol(options.limits)))
     print(f"ssehub serving {hub.store!r} on http://{options.host}:{options.port} (pid {os.getpid()})", flush=True)
     log.log(level, exposure)
     _print_demo_url(options)

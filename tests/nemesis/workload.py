@@ -1,7 +1,9 @@
 """The clients of a run, each recording what it did and what it was told.
 
 - `Publisher`: the Python client (`ssehub.AsyncClient`) publishing single events and atomic
-  batches, one idempotency key per call, retried (same key) until acknowledged or given up.
+  batches, one idempotency key per call, retried (same key) until acknowledged or given up; and
+  now and then a streamed publish (`AsyncClient.stream`, NDJSON) of a few lines written slowly,
+  so that faults land while it is open, sent again whole (same key) until acknowledged.
 - `PythonReader`: `AsyncClient.subscribe`, resumable by itself; it can be told to stop
   reading for a while (its socket fills, the hub behind it is pushed back on).
 - `RunStarter`: starts runs of the demo agent with `POST /agents/chat` (an idempotency key,
@@ -128,6 +130,10 @@ class Publisher:
                 # Now and then an impatient caller: the client's own retries, then it gives up. What it
                 # sent may or may not be in the log (unacknowledged), but never twice.
                 impatient = self.rng.random() < 0.1
+                if self.rng.random() < 0.1:
+                    lines = self._batch(f"{self.name}.{seq}.{i}" for i in range(self.rng.randint(2, 12)))
+                    await self._stream(client, topic, key, lines, give_up)
+                    continue
                 acked = await self._publish(client, topic, key, batch, give_up, impatient=impatient)
                 if acked and self.rng.random() < 0.05:
                     # And a caller whose answer was lost: the same call again, which must answer the same ids.
@@ -172,6 +178,35 @@ class Publisher:
                     await asyncio.sleep(0.2)
             return True
         finally:
+            attempts = self._recorder.sent[key]
+            self.publishes.append(Publish(self.name, topic, key, payloads, start, self.clock(), ids, attempts))
+
+    async def _stream(
+        self,
+        client: ssehub.AsyncClient,
+        topic: str,
+        key: str,
+        lines: list[tuple[str, Any]],
+        give_up: Callable[[], float],
+    ) -> None:
+        """One streamed publish, its lines a few tens of ms apart, sent again whole until acknowledged."""
+        start = self.clock()
+        ids: tuple[int, ...] | None = None
+        try:
+            while ids is None:
+                try:
+                    async with client.stream(topic, idempotency_key=key) as stream:
+                        for event, data in lines:
+                            await stream.send(data, event=event)
+                            await asyncio.sleep(self.rng.uniform(0, 0.1))
+                    assert stream.result is not None  # a block that ended without an error has one
+                    ids = stream.result.ids
+                except SSEHubError:
+                    if self.clock() > give_up():
+                        return
+                    await asyncio.sleep(0.2)
+        finally:
+            payloads = tuple(data["k"] for _, data in lines)
             attempts = self._recorder.sent[key]
             self.publishes.append(Publish(self.name, topic, key, payloads, start, self.clock(), ids, attempts))
 

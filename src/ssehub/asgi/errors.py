@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..exceptions import Forbidden, SSEHubError, TokenExpired, TooManyRequests, Unauthorized
+from ..exceptions import Forbidden, Overloaded, SSEHubError, TokenExpired, TooManyRequests, Unauthorized
 from .responses import error_response
 
 __all__ = ["EXCEPTION_HANDLERS", "response_for"]
@@ -32,6 +32,8 @@ def response_for(exc: Exception, method: str, path: str, *, log_unhandled: bool 
             headers = {"www-authenticate": "Bearer"}
         elif isinstance(exc, TooManyRequests):
             headers = {"retry-after": "1"}  # a limit on concurrent work: a second is a fair guess
+        elif isinstance(exc, Overloaded):
+            headers = {"retry-after": "5"}  # a full server: a few seconds, or another node meanwhile
         return error_response(exc.status, exc.code, exc.message, headers)
     if isinstance(exc, HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")

@@ -1,6 +1,7 @@
 """The topic endpoints.
 
-    POST   /topics/{topic}/events    publish one event, an atomic batch, or a text/plain body   (hot)
+    POST   /topics/{topic}/events    publish one event, an atomic batch, or a text/plain body   (hot);
+                                     an application/x-ndjson body is a stream of events (ingest.py)
     GET    /topics/{topic}/events    subscribe as SSE, or a JSON page with Accept: application/json (hot);
                                      ?format=native|ai-sdk|ag-ui and ?compact=1|0 choose the wire format
     GET    /topics/{topic}           topic info
@@ -30,6 +31,7 @@ from ..events import TopicInfo, validate_topic
 from ..exceptions import InvalidCursor, InvalidInput, TopicNotFound
 from ..hub import Hub
 from .auth import Access
+from .ingest import StreamIngest, is_ndjson
 from .requests import (
     idempotency_key,
     parse_events,
@@ -62,10 +64,13 @@ class TopicEndpoints:
         self.hub = hub
         self.config = hub.config
         self.access = access
+        self.ingest = StreamIngest(hub, access)
 
     # -- the hot endpoints ---------------------------------------------------------------------------------
 
     async def publish(self, request: Request, topic: str) -> Response:
+        if is_ndjson(request):  # a streamed publish (ingest.py)
+            return await self.ingest.publish(request, topic)
         self.access.require(request, PUBLISH, validate_topic(topic))
         config = self.config
         events, _ = await parse_events(request, config.max_request_bytes, config.max_event_bytes)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..events import Event, NewEvent, TopicInfo
+from ..exceptions import TooManyTopics
 
 __all__ = [
     "Appended",
@@ -106,19 +107,36 @@ class Store(ABC):
     """The async contract of a topic log.
 
     Retention: `max_events` per topic (older events are trimmed and `first_id`
-    moves up), `ttl` seconds after a topic closes (then it is deleted), and
-    idempotency keys are remembered for `key_ttl` seconds.
+    moves up), `ttl` seconds after a topic closes (then it is deleted), `idle_ttl`
+    seconds after an open topic's last publish (then it is deleted too), and
+    idempotency keys are remembered for `key_ttl` seconds. At most `max_topics`
+    topics are held: creating one beyond raises TooManyTopics.
     """
 
     #: Whether several processes may use the same store at once.
     shared: bool = False
 
-    def __init__(self, *, max_events: int = 100_000, ttl: float = 86_400.0, key_ttl: float = 86_400.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_events: int = 100_000,
+        ttl: float = 86_400.0,
+        key_ttl: float = 86_400.0,
+        max_topics: int = 0,
+        idle_ttl: float = 0.0,
+    ) -> None:
         if max_events < 1:
             raise ValueError("max_events must be at least 1")
+        if max_topics < 0 or idle_ttl < 0:
+            raise ValueError("max_topics and idle_ttl must not be negative")
         self.max_events = max_events
         self.ttl = ttl
         self.key_ttl = key_ttl
+        #: Topics the store may hold, open or closed (0: no cap); creating one more raises TooManyTopics.
+        self.max_topics = max_topics
+        #: Seconds an open topic may go without a publish before `purge` deletes it (0: never). Durable
+        #: Streams have their own expiry (Stream-TTL, Expires-At) and are left to it.
+        self.idle_ttl = idle_ttl
         self._listeners: list[Listener] = []
 
     def add_listener(self, listener: Listener) -> None:
@@ -134,6 +152,14 @@ class Store(ABC):
     @staticmethod
     def now() -> float:
         return time.time()
+
+    def _check_room(self, topics: int, topic: str) -> None:
+        """Before creating `topic` in a store that holds `topics`: TooManyTopics when that is the cap."""
+        if self.max_topics and topics >= self.max_topics:
+            raise TooManyTopics(
+                f"cannot create topic {topic!r}: the hub holds {topics} topics, the most it may (--max-topics); "
+                "existing topics still take events"
+            )
 
     async def start(self) -> None:
         """Open connections, create schemas. Called once before use."""
@@ -211,7 +237,8 @@ class Store(ABC):
 
     @abstractmethod
     async def purge(self) -> int:
-        """Delete topics closed more than `ttl` seconds ago and expired idempotency keys; return topics deleted."""
+        """Delete topics closed more than `ttl` seconds ago, open ones idle for `idle_ttl` (not Durable Streams),
+        and expired idempotency keys; return topics deleted."""
 
     # -- Durable Streams ----------------------------------------------------------------------------------
     # A Durable Streams stream is a topic whose metadata key "durable" holds its configuration (content

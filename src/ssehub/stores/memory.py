@@ -81,6 +81,7 @@ class MemoryStore(Store):
     def _topic(self, topic: str, now: float) -> _Topic:
         t = self._topics.get(topic)
         if t is None:
+            self._check_room(len(self._topics), topic)
             t = self._topics[topic] = _Topic(TopicInfo(topic, created=now, updated=now, epoch=new_epoch()))
         return t
 
@@ -132,6 +133,18 @@ class MemoryStore(Store):
         ]
         for name in gone:
             await self.delete_topic(name)
+        if self.idle_ttl:
+            idle = [
+                n
+                for n, t in self._topics.items()
+                if not t.info.closed
+                and t.info.updated + self.idle_ttl <= now
+                and "durable" not in t.info.meta
+                and not t.durable.forks
+            ]
+            for name in idle:
+                await self.delete_topic(name)
+            gone += idle
         expired = [n for n, t in self._topics.items() if self._state(t).dead(now) and not t.durable.forks]
         for name in expired:
             self._drop(name)
@@ -198,6 +211,8 @@ class MemoryStore(Store):
                 return Created("gone", self._state(old))
             released = old.durable.source
             self._drop(topic)
+        else:
+            self._check_room(len(self._topics), topic)
         info = TopicInfo(
             topic, last_id=base, first_id=base + 1, created=now, updated=now, meta=dict(meta), epoch=new_epoch()
         )

@@ -60,6 +60,7 @@ import functools
 import json
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -182,9 +183,15 @@ for _, key in ipairs(KEYS) do redis.call('PEXPIRE', key, ARGV[3]) end
 return 2
 """
 
-# KEYS: topic, log, meta, index. ARGV: name, marker_ttl_ms. Returns 0 when there is no such topic.
+# KEYS: topic, log, meta, index (and the Durable Streams state, with a cutoff). ARGV: name, marker_ttl_ms, and
+# for the idle sweep a cutoff: delete only an open topic last updated before it that is not a Durable Stream.
+# Returns 0 when there is no such topic (or it is not idle).
 _DELETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] then
+  local t = redis.call('HMGET', KEYS[1], 'status', 'updated')
+  if t[1] ~= 'open' or tonumber(t[2]) > tonumber(ARGV[3]) or redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+end
 local last = redis.call('HGET', KEYS[1], 'last_id')
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -553,6 +560,8 @@ class RedisStore(Store):
         except (ValueError, RedisError) as exc:
             raise InvalidInput(f"bad Redis URL: {exc}") from None
         self._slots = asyncio.Semaphore(self.max_connections)
+        #: The topics in the indexes when last counted, and when (for max_topics).
+        self._count, self._counted_at = 0, float("-inf")
         self._append_script = self._redis.register_script(_APPEND)
         self._close_script = self._redis.register_script(_CLOSE)
         self._delete_script = self._redis.register_script(_DELETE)
@@ -937,6 +946,7 @@ class RedisStore(Store):
         ]
         for e in events:
             args += [e.event, e.data]
+        await self._check_room_for(topic)
         outcome, value, epoch = await self._do(lambda: self._append_script(keys=self._keys(topic), args=args))
         if self._saw(topic, epoch):
             await self._wake(self._reader_of(topic))  # its XREAD still waits at the old log's end
@@ -1094,6 +1104,7 @@ class RedisStore(Store):
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"metadata {key!r} is not JSON-serialisable: {exc}") from None
             args += [key, text]
+        await self._check_room_for(topic)
         await self._do(lambda: self._meta_script(keys=self._keys(topic), args=args))
         info = await self.info(topic)
         if info is None:  # expired in between: as good as deleted
@@ -1102,8 +1113,9 @@ class RedisStore(Store):
 
     async def purge(self) -> int:
         # Closed topics and idempotency keys expire by themselves (PEXPIRE); what is left is
-        # to forget the names of expired topics in the listing.
+        # to forget the names of expired topics in the listing, and to delete open topics idle too long.
         gone = 0
+        cutoff = self.now() - self.idle_ttl
         for group in range(GROUPS):
             low = "-"
             while True:
@@ -1112,8 +1124,53 @@ class RedisStore(Store):
                 if not names:
                     break
                 gone += await self._forget(names)
+                if self.idle_ttl:
+                    gone += await self._delete_idle(names, cutoff)
                 low = f"({names[-1]}"
         return gone
+
+    async def _delete_idle(self, names: list[str], cutoff: float) -> int:
+        """Delete the open topics of `names` last published to before `cutoff` (not Durable Streams)."""
+
+        async def run() -> list[Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hmget(self._topic_key(name), "status", "updated")
+                return await pipe.execute()
+
+        found = await self._do(run)
+        gone = 0
+        for name, (status, updated) in zip(names, found, strict=True):
+            if status != "open" or updated is None or float(updated) > cutoff:
+                continue
+            # Checked again in the script, atomically: a publish since the read above keeps the topic.
+            keys = [self._topic_key(name), self._log_key(name), self._meta_key(name), self._index_key(group_of(name))]
+            keys.append(self._key("durable", name))
+            args: list[Any] = [name, self._block_ms * 3, repr(cutoff)]
+            if await self._do(functools.partial(self._delete_script, keys=keys, args=args)):
+                self._gone_here(name)
+                gone += 1
+        return gone
+
+    async def _check_room_for(self, topic: str) -> None:
+        """TooManyTopics when the indexes hold `max_topics` names and `topic` is not one of them. The count is
+        cached for a second, so below the cap a publish pays nothing, and processes sharing the store may pass
+        the cap by the topics they create within that second."""
+        if not self.max_topics:
+            return
+        now = time.monotonic()
+        if now - self._counted_at > 1.0:
+
+            async def run() -> list[Any]:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for group in range(GROUPS):
+                        pipe.zcard(self._index_key(group))
+                    return await pipe.execute()
+
+            self._count = sum(await self._do(run))
+            self._counted_at = now
+        if self._count >= self.max_topics and not await self._do(lambda: self._redis.exists(self._topic_key(topic))):
+            self._check_room(self._count, topic)
 
     # -- Durable Streams -------------------------------------------------------------------------------------
 
@@ -1185,6 +1242,7 @@ class RedisStore(Store):
             args += [key, json.dumps(value, separators=(",", ":"))]
         for e in events:
             args += [e.event, e.data]
+        await self._check_room_for(topic)
         outcome, released, _, epoch = await self._ds("create", topic, args)
         state = await self.stream_state(topic)
         if state is None:  # expired or deleted in between: as good as gone

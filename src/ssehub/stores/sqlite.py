@@ -375,6 +375,7 @@ class SQLiteStore(Store):
                 return json.loads(row[0]), []
         row = conn.execute("SELECT last_id, first_id, status, epoch FROM topics WHERE name = ?", (topic,)).fetchone()
         if row is None:
+            self._check_room_in(conn, topic)
             epoch = new_epoch()
             conn.execute(
                 "INSERT INTO topics (name, created, updated, epoch) VALUES (?, ?, ?, ?)", (topic, now, now, epoch)
@@ -449,6 +450,10 @@ class SQLiteStore(Store):
         deleted: bool = await self._write(self._delete, topic)
         return deleted
 
+    def _check_room_in(self, conn: sqlite3.Connection, topic: str) -> None:
+        if self.max_topics:  # one count per topic created (the index's pages), none per publish
+            self._check_room(conn.execute("SELECT COUNT(*) FROM topics").fetchone()[0], topic)
+
     def _delete(self, conn: sqlite3.Connection, topic: str) -> tuple[bool, list[Change]]:
         if conn.execute("DELETE FROM topics WHERE name = ?", (topic,)).rowcount == 0:
             return False, []
@@ -473,6 +478,8 @@ class SQLiteStore(Store):
     def _update_meta(
         self, conn: sqlite3.Connection, topic: str, meta: dict[str, Any], now: float
     ) -> tuple[TopicInfo, list[Change]]:
+        if conn.execute("SELECT 1 FROM topics WHERE name = ?", (topic,)).fetchone() is None:
+            self._check_room_in(conn, topic)
         conn.execute(
             "INSERT OR IGNORE INTO topics (name, created, updated, epoch) VALUES (?, ?, ?, ?)",
             (topic, now, now, new_epoch()),
@@ -499,6 +506,17 @@ class SQLiteStore(Store):
                 (self.ttl, now),
             )
         ]
+        if self.idle_ttl:
+            # Open topics nobody published to for idle_ttl; Durable Streams expire by their own TTL.
+            names += [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM topics WHERE closed_at IS NULL AND updated + ? <= ?"
+                    " AND name NOT IN (SELECT topic FROM durable_streams)"
+                    " AND name NOT IN (SELECT source FROM durable_pins)",
+                    (self.idle_ttl, now),
+                )
+            ]
         for name in names:
             self._delete(conn, name)
         conn.execute("DELETE FROM idempotency_keys WHERE time + ? <= ?", (self.key_ttl, now))
@@ -606,6 +624,8 @@ class SQLiteStore(Store):
             changes.extend(changed)
             conn.execute("DELETE FROM durable_streams WHERE topic = ?", (topic,))
             conn.execute("DELETE FROM durable_producers WHERE topic = ?", (topic,))
+        else:
+            self._check_room_in(conn, topic)
         status = "completed" if closed else "open"
         last_id = base + len(events)
         epoch = new_epoch()

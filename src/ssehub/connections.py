@@ -1,0 +1,344 @@
+"""HTTP limits below the app: what a connection may cost before a request reaches the hub.
+
+uvicorn's httptools protocol, as `ssehub serve` runs it, caps nothing on its own: a request head
+is buffered whatever its size (httptools grows a header value by concatenation until the line
+ends), a client that sends its head a byte at a time, or nothing at all, is held open for ever,
+and any number of connections is accepted. `LimitedHttpProtocol` adds, per connection:
+
+- the request line and headers capped at `max_header_bytes`: a larger head gets 431, counted as it
+  arrives, so no more than the cap plus one read (uvloop's 256 KiB) is ever held;
+- `header_timeout`: the whole head must arrive within it from when the connection opens (or the next
+  request begins), else 408. A deadline, not an idle timer, so a byte every few seconds does not help;
+- `body_timeout`: at most that long between two pieces of a request body, else 408 (or a close,
+  once the app has answered). Not counted while the app is not reading (the body is paused for it);
+- a cap on the connections of the process (`max_connections`: 503) and of one client address
+  (`max_connections_per_client`: 429, but never for `exempt` networks such as loopback, where a
+  reverse proxy usually sits), both with Retry-After, answered at once and closed.
+
+The keep-alive timeout between requests is uvicorn's own (`timeout_keep_alive`). Each refusal is the
+hub's JSON error (`{"error": {"code", "message"}}`) with `connection: close`; then the connection is
+half-closed and what the client still sends is read and dropped for `linger` seconds, so that closing
+does not reset the connection under the answer before the client has read it. Refusals are logged
+at most once a second of each kind (with a count of those not logged), so a flood of them is not a
+flood of log lines.
+
+This subclasses uvicorn's internals (the parser callbacks and the cycle's fields); tests/
+test_http_limits.py pins the uvicorn version and the attributes used, so an upgrade fails there
+loudly rather than here quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+__all__ = ["Census", "Limits", "LimitedHttpProtocol", "limited_protocol", "parse_networks"]
+
+log = logging.getLogger("ssehub.connections")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
+    """`loopback`, `none`, or addresses and CIDR networks (as `--exempt-clients` checked them); none given:
+    loopback."""
+    if not values:
+        return LOOPBACK
+    networks: list[Network] = []
+    for value in values:
+        if value == "loopback":
+            networks += LOOPBACK
+        elif value != "none":
+            networks.append(ipaddress.ip_network(value.strip("[]"), strict=False))
+    return tuple(networks)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    #: Bytes of request line and headers, together.
+    max_header_bytes: int = 64 * 1024
+    #: Seconds for a whole request head to arrive.
+    header_timeout: float = 10.0
+    #: Seconds between two pieces of a request body.
+    body_timeout: float = 30.0
+    #: Open connections of this process (0: no cap).
+    max_connections: int = 10_000
+    #: Open connections from one client address (0: no cap).
+    max_connections_per_client: int = 1000
+    #: Client networks the per-client cap does not apply to.
+    exempt: tuple[Network, ...] = LOOPBACK
+    #: The Retry-After of a refused connection, in seconds.
+    retry_after: int = 5
+    #: Seconds a refused connection is kept half-closed, so the client reads the answer.
+    linger: float = 2.0
+
+
+@dataclass
+class Census:
+    """The open connections of one process, in all and by client address (those under the per-client cap)."""
+
+    total: int = 0
+    by_client: Counter[str] = field(default_factory=Counter)
+    #: For each kind of log line: when it was last written, and how many like it were not written since.
+    said: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request already answered."""
+
+
+def _client_key(host: str) -> str:
+    """The address a client is counted under: an IPv4-mapped IPv6 address (a dual-stack socket's) as its IPv4 one."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol under `Limits`; one class per server (see `limited_protocol`)."""
+
+    limits: ClassVar[Limits] = Limits()
+    census: ClassVar[Census] = Census()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        #: Between the first byte of a request and the end of its headers.
+        self._in_head = False
+        #: Head bytes seen in the reads after the one the request began in, and as the parser reported them.
+        self._head_read = 0
+        self._head_parsed = 0
+        #: Answered by us: whatever else arrives is dropped.
+        self._refused = False
+        #: The address this connection is counted under in the census, once admitted.
+        self._admitted: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """Answered by the limits (431, 408, 429, 503): whatever else arrives is dropped."""
+        return self._refused
+
+    # -- the connection --------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        limits, census = self.limits, self.census
+        host = self.client[0] if self.client else ""
+        key = _client_key(host)
+        if limits.max_connections and census.total >= limits.max_connections:
+            self._say(
+                logging.WARNING, "refused a connection from %s: %d open, the cap of this process", host, census.total
+            )
+            self._refuse(503, "too_many_connections", "the server has as many connections as it takes; retry later")
+            return
+        capped = limits.max_connections_per_client > 0 and not self._exempt(key)
+        if capped and census.by_client[key] >= limits.max_connections_per_client:
+            self._say(
+                logging.WARNING,
+                "refused a connection from %s: it has %d open, the cap per client",
+                host,
+                census.by_client[key],
+            )
+            self._refuse(
+                429,
+                "too_many_connections",
+                f"this address has {census.by_client[key]} connections open, the most one client may; retry later",
+            )
+            return
+        census.total += 1
+        if capped:
+            census.by_client[key] += 1
+        self._admitted = key if capped else ""
+        self._in_head = True  # the first request's time starts now, before its first byte
+        self._arm(limits.header_timeout, self._head_timed_out)
+
+    def _exempt(self, key: str) -> bool:
+        try:
+            address = ipaddress.ip_address(key)
+        except ValueError:
+            return False  # not an IP address (a Unix socket): counted under its name
+        return any(address in network for network in self.limits.exempt)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._admitted is not None:
+            census = self.census
+            census.total -= 1
+            if self._admitted:
+                census.by_client[self._admitted] -= 1
+                if census.by_client[self._admitted] <= 0:
+                    del census.by_client[self._admitted]
+            self._admitted = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering: read and dropped
+        self._unset_keepalive_if_required()
+        # Bytes of a head that began in an earlier read count whole; the read a head begins in may
+        # end the request before it, so its bytes are left to the parser's count (checked at once).
+        carried = self._in_head
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.refused:  # a callback answered and stopped the parser
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if carried and self._in_head and not self.refused:
+            self._head_read += len(data)
+            self._check_head()
+
+    # -- the parser's callbacks --------------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_read = self._head_parsed = 0
+        if not self._in_head or self._timer is None:
+            self._in_head = True
+            self._arm(self.limits.header_timeout, self._head_timed_out)
+
+    def on_url(self, url: bytes) -> None:
+        self._head_parsed += len(url)
+        self._check_head(raising=True)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_parsed += len(name) + len(value) + 4  # ": " and CRLF
+        self._check_head(raising=True)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
+        if self.cycle is not None and not self.parser.should_upgrade():
+            # Until on_message_complete: a request without a body completes in this same read.
+            self._arm(self.limits.body_timeout, self._body_timed_out)
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm(self.limits.body_timeout, self._body_timed_out)
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    # -- the limits --------------------------------------------------------------------------------------------
+
+    def _check_head(self, raising: bool = False) -> None:
+        cap = self.limits.max_header_bytes
+        if max(self._head_read, self._head_parsed) <= cap:
+            return
+        host = self.client[0] if self.client else "?"
+        self._say(
+            logging.WARNING, "refused a request from %s: its request line and headers are above %d bytes", host, cap
+        )
+        self._refuse(431, "headers_too_large", f"the request line and headers are above {cap} bytes")
+        if raising:
+            raise _Refused
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The next request began while this connection still answers one: its time starts after.
+            self._arm(self.limits.header_timeout, self._head_timed_out)
+            return
+        host = self.client[0] if self.client else "?"
+        seconds = self.limits.header_timeout
+        self._say(logging.INFO, "closed a connection from %s: no complete request head within %gs", host, seconds)
+        self._refuse(408, "request_timeout", f"the request line and headers did not arrive within {seconds:g}s")
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or cycle.response_complete:
+            return
+        if self.flow.read_paused or cycle.waiting_for_100_continue:
+            # The app is behind, not the client (or has not asked for the body yet): nothing to hold against it.
+            self._arm(self.limits.body_timeout, self._body_timed_out)
+            return
+        host = self.client[0] if self.client else "?"
+        seconds = self.limits.body_timeout
+        self._say(logging.INFO, "closed a connection from %s: its request body stalled for %gs", host, seconds)
+        self._refuse(408, "request_timeout", f"the request body stalled for {seconds:g}s")
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer `status` with the hub's JSON error and close; whatever the client still sends is dropped."""
+        self._refused = True
+        self._in_head = False
+        self._disarm()
+        self._unset_keepalive_if_required()
+        transport = self.transport
+        if transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:
+                transport.close()  # in the middle of another answer: there is no room for this one
+                return
+            # The app has a request and no answer yet: it sees the client gone, and sends nothing more.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        body = json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+        head = [STATUS_LINE[status], b"content-type: application/json\r\n"]
+        head.append(b"content-length: %d\r\n" % len(body))
+        if status in (429, 503):
+            head.append(b"retry-after: %d\r\n" % self.limits.retry_after)
+        head.append(b"connection: close\r\n\r\n")
+        transport.write(b"".join([*head, body]))
+        self.flow.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()
+            self._arm(self.limits.linger, transport.close)
+        else:
+            transport.close()
+
+    def _say(self, level: int, message: str, *args: object) -> None:
+        """Log a refusal: at most one line a second of each kind, so a flood of them is not a flood of lines."""
+        now, said = self.loop.time(), self.census.said
+        last, skipped = said.get(message, (float("-inf"), 0))
+        if now - last < 1.0:
+            said[message] = (last, skipped + 1)
+            return
+        said[message] = (now, 0)
+        if skipped:
+            message, args = message + " (and %d more like it since the last such line)", (*args, skipped)
+        log.log(level, message, *args)
+
+    def _arm(self, seconds: float, handler: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, handler)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def limited_protocol(limits: Limits) -> type[LimitedHttpProtocol]:
+    """A protocol class for one server (`uvicorn.Config(http=...)`), with its own census."""
+    return type("LimitedHttpProtocol", (LimitedHttpProtocol,), {"limits": limits, "census": Census()})

@@ -1,0 +1,321 @@
+"""HTTP limits (ssehub.connections) on a real `ssehub serve`, over raw sockets: what a client may cost
+before its request reaches the hub."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import select
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httptools
+import pytest
+import uvicorn
+from uvicorn.protocols.http import httptools_impl
+
+from ssehub.connections import LimitedHttpProtocol
+from support import ServerProcess, redis_prefix
+
+Start = Callable[..., ServerProcess]
+
+GET = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+
+_opened: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sockets() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
+def connect(node: ServerProcess, timeout: float = 20) -> socket.socket:
+    """A raw connection to `node`, closed after the test."""
+    s = socket.create_connection(("127.0.0.1", node.port), timeout=timeout)
+    _opened.append(s)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_to_end(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset after its answer counts as the close)."""
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
+
+
+def answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+def error_code(body: bytes) -> str:
+    code: str = json.loads(body)["error"]["code"]
+    return code
+
+
+def rss_kib(node: ServerProcess) -> int:
+    assert node.proc is not None
+    for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.fixture
+def hub(server: Start) -> Iterator[Callable[..., ServerProcess]]:
+    yield lambda *args: server("--store", "memory://", *args)
+
+
+def test_the_uvicorn_internals_it_builds_on_are_the_ones_it_was_written_for() -> None:
+    """ssehub.connections subclasses uvicorn's httptools protocol and reads its request cycle's fields:
+    a uvicorn or httptools upgrade must be checked against it (then this pin moves)."""
+    assert uvicorn.__version__ == "0.55.0"
+    assert httptools.__version__ == "0.9.0"
+    protocol = httptools_impl.HttpToolsProtocol
+    for name in (
+        "connection_made",
+        "connection_lost",
+        "data_received",
+        "on_message_begin",
+        "on_url",
+        "on_header",
+        "on_headers_complete",
+        "on_body",
+        "on_message_complete",
+        "send_400_response",
+        "handle_websocket_upgrade",
+        "_should_upgrade",
+        "_unsupported_upgrade_warning",
+        "_unset_keepalive_if_required",
+    ):
+        assert callable(getattr(protocol, name)), name
+    init = inspect.getsource(protocol.__init__)
+    for attr in ("self.parser", "self.cycle", "self.flow", "self.client", "self.loop", "self.transport"):
+        assert f"{attr} =" in init or f"{attr}: " in init, attr
+    cycle = inspect.getsource(httptools_impl.RequestResponseCycle.__init__)
+    for attr in ("disconnected", "more_body", "response_started", "response_complete", "waiting_for_100_continue"):
+        assert f"self.{attr} =" in cycle, attr
+    assert "self.message_event = message_event" in cycle
+    assert "self.read_paused" in inspect.getsource(httptools_impl.FlowControl.__init__)
+    # The body of uvicorn's data_received is what LimitedHttpProtocol.data_received repeats around its count.
+    source = inspect.getsource(protocol.data_received)
+    assert "self.parser.feed_data(data)" in source and "self.send_400_response(msg)" in source
+    assert httptools_impl.STATUS_LINE[431].startswith(b"HTTP/1.1 431 ")
+    assert issubclass(LimitedHttpProtocol, protocol)
+
+
+def test_a_head_above_the_cap_gets_431_and_one_below_it_passes(hub: Start) -> None:
+    node = hub("--max-header-bytes", "8192")
+    s = connect(node)
+    s.sendall(GET + b"X-Pad: " + b"a" * 7000 + b"\r\n\r\n")
+    status, _, _ = answer(s.recv(65536))
+    assert status == 200
+    s.close()
+
+    s = connect(node)
+    s.sendall(GET + b"X-Pad: " + b"a" * 9000 + b"\r\n\r\n")
+    status, headers, body = answer(read_to_end(s))
+    assert status == 431 and headers["connection"] == "close"
+    assert error_code(body) == "headers_too_large"
+    # Many small headers count together, the request line too.
+    s = connect(node)
+    s.sendall(GET + b"".join(b"X-%d: %s\r\n" % (i, b"b" * 100) for i in range(100)) + b"\r\n")
+    assert answer(read_to_end(s))[0] == 431
+    s = connect(node)
+    s.sendall(b"GET /healthz?" + b"q" * 9000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer(read_to_end(s))[0] == 431
+    # The server goes on answering.
+    s = connect(node)
+    s.sendall(GET + b"\r\n")
+    assert answer(s.recv(65536))[0] == 200
+
+
+def test_a_header_without_end_is_cut_off_without_buffering_it(hub: Start) -> None:
+    """Before: a 524 MB header was read whole into memory. Now the connection is answered and closed once the
+    head passes the cap (64 KiB), and the server's memory does not follow what the client sends."""
+    node = hub()
+    before = rss_kib(node)
+    s = connect(node)
+    s.sendall(GET + b"X-Huge: ")
+    piece = b"a" * 65536
+    sent, got = 0, b""
+    try:
+        while sent < 100 * 1024 * 1024 and not got:
+            s.sendall(piece)
+            sent += len(piece)
+            if select.select([s], [], [], 0)[0]:  # an answer, or the close
+                got = s.recv(65536) or b"closed"
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    got = got or read_to_end(s)
+    assert answer(got)[0] == 431
+    assert sent < 4 * 1024 * 1024, f"the answer came after {sent} bytes of one header"
+    assert rss_kib(node) - before < 30 * 1024
+    s.close()
+    s = connect(node)
+    s.sendall(GET + b"\r\n")
+    assert answer(s.recv(65536))[0] == 200
+
+
+def test_slow_heads_are_answered_408_and_closed_after_the_header_timeout(hub: Start) -> None:
+    node = hub("--header-timeout", "2")
+    quiet = [connect(node) for _ in range(20)]  # send nothing at all
+    slow = [connect(node) for _ in range(20)]  # a byte at a time, as slowloris does
+    start = time.monotonic()
+    request = GET + b"X-Slow: 1\r\n\r\n"
+    closed: set[int] = set()
+    for i in range(len(request)):
+        for n, s in enumerate(slow):
+            if n in closed:
+                continue
+            try:
+                s.sendall(request[i : i + 1])
+            except OSError:
+                closed.add(n)
+        if len(closed) == len(slow) or time.monotonic() - start > 30:
+            break
+        time.sleep(0.5)
+    for s in quiet + slow:
+        raw = read_to_end(s)
+        assert raw == b"" or answer(raw)[0] == 408, raw[:200]
+        s.close()
+    assert time.monotonic() - start < 30
+    status, _, body = answer(read_to_end(connect(node)))
+    assert status == 408 and error_code(body) == "request_timeout"
+
+
+def test_a_stalled_body_is_answered_408(hub: Start) -> None:
+    node = hub("--body-timeout", "1.5")
+    s = connect(node)
+    s.sendall(
+        b"POST /topics/t/events HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"content-length: 100\r\n\r\n{"
+    )
+    start = time.monotonic()
+    status, _, body = answer(read_to_end(s))
+    assert status == 408 and error_code(body) == "request_timeout"
+    assert 1.0 < time.monotonic() - start < 20
+    # Nothing was published.
+    s = connect(node)
+    s.sendall(b"GET /topics/t HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert answer(s.recv(65536))[0] == 404
+
+
+def test_a_body_that_keeps_coming_is_not_cut_off(hub: Start) -> None:
+    node = hub("--body-timeout", "1")
+    s = connect(node)
+    body = json.dumps({"data": "x" * 40}).encode()
+    s.sendall(
+        b"POST /topics/t/events HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\n\r\n" % len(body)
+    )
+    for i in range(0, len(body), 10):
+        time.sleep(0.3)  # 3 s in all, each piece well within the timeout
+        s.sendall(body[i : i + 10])
+    assert answer(s.recv(65536))[0] == 200
+
+
+def test_an_idle_keep_alive_connection_is_closed(hub: Start) -> None:
+    node = hub("--keep-alive-timeout", "1")
+    s = connect(node)
+    s.sendall(GET + b"\r\n")
+    start = time.monotonic()
+    raw = read_to_end(s)
+    assert answer(raw)[0] == 200
+    assert 0.5 < time.monotonic() - start < 15
+
+
+def test_connections_above_the_process_cap_get_503_with_retry_after(hub: Start) -> None:
+    node = hub("--max-connections", "5", "--header-timeout", "60")
+    held = [connect(node) for _ in range(5)]
+    time.sleep(0.5)
+    s = connect(node)
+    status, headers, body = answer(read_to_end(s))
+    assert status == 503 and int(headers["retry-after"]) > 0 and headers["connection"] == "close"
+    assert error_code(body) == "too_many_connections"
+    # A client that sends its request anyway reads the same answer.
+    s = connect(node)
+    s.sendall(GET + b"\r\n")
+    assert answer(read_to_end(s))[0] == 503
+    for h in held:
+        h.close()
+    time.sleep(0.5)
+    s = connect(node)
+    s.sendall(GET + b"\r\n")
+    assert answer(s.recv(65536))[0] == 200  # the closed ones were counted out
+
+
+def test_connections_above_the_cap_per_client_get_429_with_retry_after(hub: Start) -> None:
+    node = hub("--max-connections-per-client", "3", "--exempt-clients", "none", "--header-timeout", "60")
+    held = [connect(node) for _ in range(3)]
+    time.sleep(0.5)
+    status, headers, body = answer(read_to_end(connect(node)))
+    assert status == 429 and int(headers["retry-after"]) > 0
+    assert error_code(body) == "too_many_connections"
+    held.pop().close()
+    time.sleep(0.5)
+    s = connect(node)
+    s.sendall(GET + b"\r\n")
+    assert answer(s.recv(65536))[0] == 200
+
+
+def test_loopback_is_exempt_from_the_cap_per_client_by_default(hub: Start) -> None:
+    node = hub("--max-connections-per-client", "2", "--header-timeout", "60")
+    held = [connect(node) for _ in range(4)]
+    for s in held:
+        s.sendall(GET + b"\r\n")
+        assert answer(s.recv(65536))[0] == 200
+
+
+def test_bad_limits_are_refused_in_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ssehub", "serve", "--exempt-clients", "10.0.0.0/33"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr
+    assert "--exempt-clients: must be loopback, none, an address or a network" in done.stderr
+
+
+def test_every_worker_of_workers_n_enforces_the_limits(server: Start, redis_url: str) -> None:
+    with redis_prefix(redis_url) as prefix:
+        node = server("--store", f"{redis_url}?prefix={prefix}", "--workers", "2", "--max-header-bytes", "4096")
+        for _ in range(6):  # the kernel spreads the connections over both workers
+            s = connect(node)
+            s.sendall(GET + b"X-Pad: " + b"a" * 5000 + b"\r\n\r\n")
+            assert answer(read_to_end(s))[0] == 431
+            s = connect(node)
+            s.sendall(GET + b"\r\n")
+            assert answer(s.recv(65536))[0] == 200
+
+
+def test_a_client_is_counted_under_its_ipv4_address_on_a_dual_stack_socket() -> None:
+    from ssehub.connections import LOOPBACK, _client_key, parse_networks
+
+    assert _client_key("::ffff:10.1.2.3") == "10.1.2.3"
+    assert _client_key("2001:db8::1") == "2001:db8::1"
+    assert _client_key("/run/ssehub.sock") == "/run/ssehub.sock"
+    assert parse_networks([]) == LOOPBACK == parse_networks(["loopback"])
+    assert parse_networks(["none"]) == ()
+    assert [str(n) for n in parse_networks(["10.0.0.0/8", "192.168.1.7", "[::1]"])] == [
+        "10.0.0.0/8",
+        "192.168.1.7/32",
+        "::1/128",
+    ]
