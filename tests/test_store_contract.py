@@ -206,3 +206,24 @@ async def test_every_log_has_an_epoch_and_a_new_log_a_new_one(store: Store) -> N
     assert {c.epoch for c in changes if c.events} == {info.epoch}
     assert not any(c.reset for c in changes)  # a delete is a delete, not a lost log
     await store.unfollow("t")
+
+
+async def test_a_page_bounded_in_bytes_holds_at_least_one_event(store_url: str) -> None:
+    s = open_store(store_url, max_events=1000)
+    await s.start()
+    try:
+        sizes = [1000] * 40 + [50_000] + [10] * 30  # 40 alike, one large, then many small
+        await s.append("t", [ev(str(i % 10) * size) for i, size in enumerate(sizes)])
+        page = await s.read("t", 0, 1000, max_bytes=10_000)
+        assert page is not None and [e.id for e in page.events] == list(range(1, 10)), [e.id for e in page.events]
+        page = await s.read("t", 40, 1000, max_bytes=10_000)  # the large one is larger than the bound: alone
+        assert page is not None and [e.id for e in page.events] == [41]
+        page = await s.read("t", 41, 1000, max_bytes=10_000)
+        assert page is not None and [e.id for e in page.events] == list(range(42, 72))
+        page = await s.read("t", 0, 5, max_bytes=10**9)  # the count still bounds it
+        assert page is not None and [e.id for e in page.events] == [1, 2, 3, 4, 5]
+        page = await s.read("t", 0, 1000)
+        assert page is not None and len(page.events) == 71 and page.last_id == 71
+        await s.delete_topic("t")
+    finally:
+        await s.aclose()

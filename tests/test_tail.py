@@ -126,3 +126,55 @@ def test_ended() -> None:
     other = Tail("u", window=1)
     other.deleted = True
     assert other.ended
+
+
+def big(i: int, size: int) -> Event:
+    return Event(i, "message", "x" * size)
+
+
+async def test_the_window_is_bounded_in_bytes_too() -> None:
+    tail = Tail("t", window=10_000, max_bytes=50_000)
+    for i in range(1, 101):
+        tail.push((big(i, 1000),))  # each counted as about 2 KB: frame and text
+        assert tail.nbytes <= 50_000
+    assert tail.last_id == 100
+    first = 100 - len(tail._frames) + 1
+    assert 15 <= len(tail._frames) <= 25  # trimmed to three quarters in steps, never above the bound
+    assert tail.after(first - 2) is None  # older than the window: from the store
+    assert tail.after(first - 1) == (encode_events(big(i, 1000) for i in range(first, 101)), 100)
+    tail.push((big(101, 100_000),))  # one event larger than the bound: kept nowhere, read from the store
+    assert tail.nbytes == 0 and tail.after(100) is None and tail.last_id == 101
+    tail.push((big(102, 10),))
+    assert tail.after(101) == (encode_event(big(102, 10)), 102)
+
+
+async def test_after_hands_out_at_most_max_bytes_but_at_least_one_frame() -> None:
+    tail = Tail("t", window=100)
+    tail.push(tuple(big(i, 100) for i in range(1, 11)))
+    size = len(encode_event(big(1, 100)))
+    assert tail.after(0, 3 * size) == (encode_events(big(i, 100) for i in (1, 2, 3)), 3)
+    assert tail.after(3, 3 * size + size - 1) == (encode_events(big(i, 100) for i in (4, 5, 6)), 6)
+    assert tail.after(6, 1) == (encode_event(big(7, 100)), 7)  # one event larger than the bound goes alone
+    assert tail.after(7, 10**9) == (encode_events(big(i, 100) for i in (8, 9, 10)), 10)
+    assert tail.events_after(0, 100, 2 * size) == [big(1, 100), big(2, 100)]
+    assert tail.events_after(0, 1, 10**9) == [big(1, 100)]
+    tail.trim(0)
+    assert tail.nbytes == 0 and tail.after(0) is None
+
+
+async def test_the_tails_together_are_trimmed_largest_first() -> None:
+    from ssehub import Hub, HubConfig
+
+    config = HubConfig(tail_bytes=1_000_000, tail_total_bytes=400_000)
+    async with Hub("memory://", config) as hub:
+        async with hub.subscription("small"), hub.subscription("a"), hub.subscription("b"):
+            await hub.publish("small", data="x" * 10_000)
+            for _ in range(10):
+                await hub.publish("a", data="x" * 10_000)
+                await hub.publish("b", data="x" * 10_000)
+            assert hub.tail_bytes == sum(t.nbytes for t in hub._tails.values())
+            assert hub.tail_bytes <= 400_000
+            tails = hub._tails
+            assert tails["small"].nbytes > 0 and len(tails["small"]._frames) == 1  # the small one is left alone
+            assert abs(tails["a"].nbytes - tails["b"].nbytes) <= 25_000  # the large ones lowered to one level
+        assert hub.tail_bytes == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 __all__ = ["DEFAULT_URL", "HubConfig"]
@@ -50,6 +51,15 @@ class HubConfig:
     max_result_bytes: int = 256 * 1024
     #: Largest metadata a run is started with (e.g. the ids of an AG-UI client), as JSON, in bytes.
     max_meta_bytes: int = 16 * 1024
+    # Delivery bounds: what the hub holds in memory is bounded in bytes (the formula: docs/security.md).
+    #: Bytes of recent events kept in memory per active topic (frames and events); older ones come from the store.
+    tail_bytes: int = 4 * 1024 * 1024
+    #: Bytes of all the topics' tails together; above it, the largest tails are trimmed first.
+    tail_total_bytes: int = 256 * 1024 * 1024
+    #: Bytes of events read or written to one subscriber in one step (always at least one event).
+    page_bytes: int = 1024 * 1024
+    #: Seconds a subscriber's socket may take to take the last write before the stream is cut (it resumes later).
+    stall_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -61,6 +71,9 @@ class HubConfig:
             "retry_ms",
             "max_result_bytes",
             "max_meta_bytes",
+            "tail_bytes",
+            "tail_total_bytes",
+            "page_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -68,6 +81,8 @@ class HubConfig:
             raise ValueError("max_subscribers and max_subscribers_per_topic must not be negative")
         if self.heartbeat <= 0 or self.purge_interval <= 0:
             raise ValueError("heartbeat and purge_interval must be positive")
+        if self.stall_timeout <= 0:
+            raise ValueError("stall_timeout must be positive")
         if not 0 <= self.run_grace <= 3600:
             raise ValueError("run_grace must be from 0 to 3600 seconds")
         if not 0 < self.long_poll_timeout <= 300:
@@ -80,3 +95,19 @@ class HubConfig:
             and not self.durable_prefix.endswith("/")
         ):
             raise ValueError("durable_prefix must look like /v1/stream")
+
+    @property
+    def tick(self) -> float:
+        """Seconds between the hub's wake-ups of idle subscribers (heartbeats, expiry, stalls)."""
+        return min(self.heartbeat, self.stall_timeout) / 4
+
+    @property
+    def quiet(self) -> float:
+        """Seconds of silence after which a subscriber woken by the tick sends a keep-alive: a tick
+        earlier than `heartbeat`, so that no silence lasts longer than `heartbeat` itself."""
+        return max(self.heartbeat - self.tick, 0.0)
+
+    def retry_hint(self) -> int:
+        """The `retry:` of a stream the server ends (draining, the store away): `retry_ms` times a random
+        factor from 1 to 2, so that the clients of a stopping server do not all come back at once."""
+        return int(self.retry_ms * random.uniform(1.0, 2.0))

@@ -7,6 +7,9 @@
 
 There is no per-subscriber queue: a subscriber is an integer cursor and a
 task, so a slow client costs nothing but reading further back in the log.
+What it holds at once is bounded in bytes (`HubConfig.page_bytes`), and one
+whose socket takes no write for `HubConfig.stall_timeout` is cut (it resumes
+from its Last-Event-ID): publishing never waits for a reader.
 `Subscription.chunks()` writes the tail's cached native frames; `events()` is the
 same loop yielding the events themselves, for the readers of the other wire
 formats (`ssehub.formats`), which encode them their own way.
@@ -33,7 +36,7 @@ from .exceptions import EventTooLarge, InvalidInput, Overloaded, StoreUnavailabl
 from .runs import AgentFunction, RunManager
 from .shutdown import on_exit_signals
 from .stores import Change, Page, Store, open_store, payload_fingerprint
-from .tail import Tail, encode_events
+from .tail import Tail, encode_page
 
 __all__ = ["Gap", "Hub", "Stats", "Subscription", "TopicWriter"]
 
@@ -47,6 +50,7 @@ class Stats:
     events_published: int = 0
     streams_opened: int = 0
     resets_sent: int = 0
+    streams_stalled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,8 @@ class Hub:
         self.store = open_store(store, **store_options) if isinstance(store, str) else store
         self.config = config or HubConfig()
         self._tails: dict[str, Tail] = {}
+        self._tail_bytes = 0  # the sum of the tails' `nbytes`, kept as they change
+        self._subscriptions: set[Subscription] = set()  # for the tick's look for stalled writers
         self.stats = Stats()
         self._draining = asyncio.Event()
         self._started = False
@@ -171,12 +177,19 @@ class Hub:
         return importlib.import_module("ssehub.asgi").create_app(self)
 
     async def _tick_loop(self) -> None:
-        # One timer for the whole hub instead of a timeout per subscriber per wait: every half
-        # heartbeat, idle subscribers wake and send a keep-alive if they have been quiet long enough.
+        # One timer for the whole hub instead of a timeout per subscriber per wait: every quarter
+        # heartbeat, idle subscribers wake and send a keep-alive if they have been quiet for three
+        # quarters of it (`HubConfig.quiet`), so no silence outlasts the heartbeat. The same tick cuts
+        # the subscribers whose socket has taken no write for `stall_timeout`.
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.config.heartbeat / 2)
+            await asyncio.sleep(self.config.tick)
             for tail in self._tails.values():
                 tail.wake()
+            deadline = loop.time() - self.config.stall_timeout
+            stalled = [sub for sub in self._subscriptions if 0 < sub.writing < deadline]
+            for sub in stalled:
+                sub.cut()
 
     async def _purge_loop(self) -> None:
         while True:
@@ -250,6 +263,11 @@ class Hub:
         return sum(t.subscribers for t in self._tails.values())
 
     @property
+    def tail_bytes(self) -> int:
+        """The bytes the tails of the active topics are counted as (at most `HubConfig.tail_total_bytes`)."""
+        return self._tail_bytes
+
+    @property
     def active_topics(self) -> int:
         return len(self._tails)
 
@@ -269,9 +287,10 @@ class Hub:
     async def topics(self, prefix: str = "", after: str = "", limit: int = 100) -> list[TopicInfo]:
         return await self.store.topics(prefix, after, limit)
 
-    async def read(self, topic: str, after: int = 0, limit: int = 100) -> Page:
-        """Up to `limit` stored events with id > `after`, with the topic's bounds; TopicNotFound if none."""
-        page = await self.store.read(validate_topic(topic), after, limit)
+    async def read(self, topic: str, after: int = 0, limit: int = 100, max_bytes: int | None = None) -> Page:
+        """Up to `limit` stored events with id > `after` (with `max_bytes`, fewer if their text passes it, but at
+        least one), with the topic's bounds; TopicNotFound if none."""
+        page = await self.store.read(validate_topic(topic), after, limit, max_bytes)
         if page is None:
             raise TopicNotFound(f"no topic {topic!r}")
         return page
@@ -299,6 +318,7 @@ class Hub:
         tail = self._tails.get(change.topic)
         if tail is None:
             return  # nobody here listens: it costs nothing
+        before = tail.nbytes
         if change.reset:
             tail.restart(change.epoch or "")  # the log is gone; the events that follow are the new one's
         elif change.epoch and not tail.epoch:
@@ -312,7 +332,34 @@ class Hub:
             tail.deleted = True
             # A topic created again under the same name starts a new log: give it a new tail.
             del self._tails[change.topic]
+            self._tail_bytes -= before
             tail.wake()
+            return
+        self._tail_bytes += tail.nbytes - before
+        if self._tail_bytes > self.config.tail_total_bytes:
+            self._trim_tails()
+
+    def _trim_tails(self) -> None:
+        """Bring the tails together down to three quarters of `tail_total_bytes`, largest first.
+
+        The largest tails are lowered to one level, the highest that fits, so a few busy topics give
+        up their oldest frames before a quiet one loses any. Those readers read them from the store.
+        It runs once per quarter of the total appended, however many topics: publishing stays O(1) amortised.
+        """
+        goal = self.config.tail_total_bytes * 3 // 4
+        tails = sorted(self._tails.values(), key=lambda t: t.nbytes, reverse=True)
+        sizes = [t.nbytes for t in tails]
+        rest = sum(sizes)  # the bytes of the tails below the level
+        level, top = 0, 0
+        for top, size in enumerate(sizes, 1):
+            rest -= size
+            level = (goal - rest) // top
+            if top == len(sizes) or level >= sizes[top]:
+                break
+        for tail in tails[:top]:
+            if tail.nbytes > level:
+                tail.trim(max(level, 0))
+        self._tail_bytes = sum(t.nbytes for t in self._tails.values())
 
     # -- subscribing --------------------------------------------------------------------------------------
 
@@ -320,7 +367,7 @@ class Hub:
         tail = self._tails.get(topic)
         if tail is None:
             # Registered before the first await, so no change reported meanwhile is missed.
-            tail = self._tails[topic] = Tail(topic, self.config.tail_window)
+            tail = self._tails[topic] = Tail(topic, self.config.tail_window, self.config.tail_bytes)
         tail.subscribers += 1
         try:
             if tail.loaded is None:
@@ -351,6 +398,7 @@ class Hub:
         tail.subscribers -= 1
         if tail.subscribers == 0 and self._tails.get(tail.name) is tail:
             del self._tails[tail.name]
+            self._tail_bytes -= tail.nbytes
             await self.store.unfollow(tail.name)
 
     @contextlib.asynccontextmanager
@@ -371,10 +419,13 @@ class Hub:
             self._held -= 1
             raise
         self.stats.streams_opened += 1
+        sub = Subscription(self, tail, tail.last_id if after is None else after)
+        self._subscriptions.add(sub)
         try:
-            yield Subscription(self, tail, tail.last_id if after is None else after)
+            yield sub
         finally:
             self._held -= 1
+            self._subscriptions.discard(sub)
             await asyncio.shield(self._release(tail))
 
 
@@ -384,7 +435,11 @@ class Subscription:
     What it did is kept for the access log: `after` (where it started), `events_sent` (how many it sent) and
     `ended`, why `chunks()` stopped: `closed` (the topic ended and was read to its end), `deleted`,
     `draining` (the server is stopping), `store_unavailable`, `auth_expired` (the subscriber's token
-    expired); None while it runs, or when the client left.
+    expired), `stalled` (its socket took no write for `stall_timeout`: `cut()`); None while it runs, or
+    when the client left.
+
+    While it waits for its reader to take what it yielded, `writing` is when it began to (the loop's
+    clock; 0 otherwise): the hub's tick cuts a subscription that has waited longer than `stall_timeout`.
     """
 
     def __init__(self, hub: Hub, tail: Tail, cursor: int) -> None:
@@ -395,6 +450,30 @@ class Subscription:
         self.events_sent = 0
         self.ended: str | None = None
         self.generation = tail.generation
+        self.writing = 0.0
+        #: The task that writes it to a socket, set by that writer (an HTTP response) so that `cut()` can end it;
+        #: None (a subscription read in code of its own) is never cut.
+        self.task: asyncio.Task[Any] | None = None
+
+    def cut(self) -> None:
+        """End a stream whose socket has stopped draining: cancel the task that writes it.
+
+        The write that waits is abandoned: the client got every event up to its Last-Event-ID and
+        resumes from there when it reconnects. The response that owns the task tells this cancel
+        from any other by `ended == "stalled"` (see `ssehub.asgi.subscriptions`).
+        """
+        if self.task is not None and self.ended is None:
+            log.info("stream of %r stalled for %gs: cut", self.tail.name, self.hub.config.stall_timeout)
+            self.ended = "stalled"
+            self.hub.stats.streams_stalled += 1
+            self.task.cancel()
+
+    def stalled(self) -> bool:
+        """Whether `cut()` ended it; the cancel it sent is then taken back, so the task can finish normally."""
+        if self.ended != "stalled" or self.task is None or self.task is not asyncio.current_task():
+            return False
+        self.task.uncancel()
+        return True
 
     @property
     def finished(self) -> bool:
@@ -430,6 +509,7 @@ class Subscription:
             return False
         if info is None or (tail.epoch and info.epoch and info.epoch != tail.epoch):
             if tail.last_id or tail.ended:
+                self.hub._tail_bytes -= tail.nbytes  # a restart empties the tail
                 tail.restart(info.epoch if info is not None else "")
         else:
             tail.last_id = max(tail.last_id, info.last_id)
@@ -448,14 +528,15 @@ class Subscription:
         subscriber's credentials expire) passes; then an `auth_expired` event with a `retry:` hint ends it.
 
         `until` is checked whenever the subscriber wakes: for each batch of events, and at least every
-        half heartbeat on the hub's one clock, so an idle stream ends at most that late.
+        quarter heartbeat on the hub's one clock (`HubConfig.tick`), so an idle stream ends at most that late.
+        A chunk is at most `page_bytes` (or one event, if larger), so a reader holds at most that at once.
         """
         hub, tail, config = self.hub, self.tail, self.hub.config
         loop = asyncio.get_running_loop()
-        sent = loop.time()  # when we last wrote: a keep-alive goes out after `heartbeat` seconds of quiet
+        sent = loop.time()  # when we last wrote: a keep-alive goes out after `quiet` seconds of it
         if not await self.sync(self.cursor):
             self.ended = "store_unavailable"
-            yield sse.encode_retry(config.retry_ms)
+            yield sse.encode_retry(config.retry_hint())
             return
         if self.cursor > tail.last_id:
             # Beyond the end (the topic was deleted and created again, or never existed): start over, said aloud.
@@ -471,10 +552,10 @@ class Subscription:
                 self.generation = tail.generation
                 if self.cursor:
                     yield self._reset(1)
-            got = tail.after(self.cursor)
+            got = tail.after(self.cursor, config.page_bytes)
             if got is None:
                 try:
-                    page = await hub.store.read(tail.name, self.cursor, config.page_size)
+                    page = await hub.store.read(tail.name, self.cursor, config.page_size, config.page_bytes)
                 except StoreUnavailable:
                     self.ended = "store_unavailable"
                     break  # the client reconnects after the retry hint and resumes from its cursor
@@ -487,29 +568,37 @@ class Subscription:
                     yield self._reset(page.first_id)
                     continue
                 if page.events:
-                    self.cursor = page.events[-1].id
-                    self.events_sent += len(page.events)
-                    yield encode_events(page.events)
+                    chunk, count = encode_page(page.events, config.page_bytes)
+                    self.cursor = page.events[count - 1].id
+                    del page  # the chunk alone is held while it is written
+                    self.writing = loop.time()
+                    yield chunk
+                    self.writing = 0.0
+                    self.events_sent += count  # counted once written: a cut write is not
                     sent = loop.time()
                     continue
                 got = (b"", self.cursor)
             chunk, cursor = got
             if chunk:
                 # Ids are consecutive within the window: the count is the cursor's step.
-                self.events_sent += cursor - self.cursor
-                self.cursor = cursor
+                count, self.cursor = cursor - self.cursor, cursor
+                self.writing = loop.time()
                 yield chunk
+                self.writing = 0.0
+                self.events_sent += count
                 sent = loop.time()
                 continue
             if tail.ended:
                 self.ended = "deleted" if tail.deleted else "closed"
                 return
-            if loop.time() - sent >= config.heartbeat:
-                sent = loop.time()
+            if loop.time() - sent >= config.quiet:
+                self.writing = loop.time()
                 yield b": keep-alive\n\n"
+                self.writing = 0.0
+                sent = loop.time()
             await tail.wait()
         self.ended = self.ended or "draining"
-        yield sse.encode_retry(config.retry_ms)
+        yield sse.encode_retry(config.retry_hint())
 
     async def events(self, until: float | None = None) -> AsyncGenerator[Sequence[Event] | Gap, None]:
         """The events after the cursor, as `chunks()` reads them, for a reader that encodes them itself.
@@ -522,7 +611,8 @@ class Subscription:
         then send a retry hint), and at `until` (the reader's credentials expire: `ended` is then
         `auth_expired`). Unlike `chunks()`, it leaves a cursor beyond the end to the reader.
         """
-        hub, tail, limit = self.hub, self.tail, self.hub.config.page_size
+        hub, tail, limit, max_bytes = self.hub, self.tail, self.hub.config.page_size, self.hub.config.page_bytes
+        loop = asyncio.get_running_loop()
         if not await self.sync(self.cursor):
             self.ended = "store_unavailable"
             return
@@ -538,10 +628,10 @@ class Subscription:
                     self.cursor = 0
                     hub.stats.resets_sent += 1
                     yield gap
-            got = tail.events_after(self.cursor, limit)
+            got = tail.events_after(self.cursor, limit, max_bytes)
             if got is None:
                 try:
-                    page = await hub.store.read(tail.name, self.cursor, limit)
+                    page = await hub.store.read(tail.name, self.cursor, limit, max_bytes)
                 except StoreUnavailable:
                     self.ended = "store_unavailable"
                     return
@@ -557,15 +647,21 @@ class Subscription:
                     yield gap
                     continue
                 got = page.events
+                del page
             if got:
                 self.cursor = got[-1].id
-                self.events_sent += len(got)
+                self.writing = loop.time()
                 yield got
+                self.writing = 0.0
+                self.events_sent += len(got)
+                del got
                 continue
             if tail.ended:
                 self.ended = "deleted" if tail.deleted else "closed"
                 return
+            self.writing = loop.time()
             yield ()
+            self.writing = 0.0
             await tail.wait()
         self.ended = self.ended or "draining"
 

@@ -470,6 +470,39 @@ OPTIONS: tuple[Option, ...] = (
         group="input bounds",
         metavar="BYTES",
     ),
+    # Delivery bounds
+    Option(
+        "tail-bytes",
+        integer(1),
+        4 * 1024 * 1024,
+        "bytes of recent events kept in memory per active topic; older ones are read from the store",
+        group="delivery",
+        metavar="BYTES",
+    ),
+    Option(
+        "tail-total-bytes",
+        integer(1),
+        256 * 1024 * 1024,
+        "bytes of recent events kept in memory for all topics together; the largest tails are trimmed first",
+        group="delivery",
+        metavar="BYTES",
+    ),
+    Option(
+        "page-bytes",
+        integer(1),
+        1024 * 1024,
+        "bytes read for and written to one subscriber in one step (at least one event)",
+        group="delivery",
+        metavar="BYTES",
+    ),
+    Option(
+        "stall-timeout",
+        number(above=0),
+        30.0,
+        "seconds a subscriber's socket may take no data before its stream is cut (it resumes from its id)",
+        group="delivery",
+        metavar="SECONDS",
+    ),
 )
 
 

@@ -97,6 +97,10 @@ class ServeOptions:
                 max_subscribers_per_topic=settings["max-subscribers-per-topic"],
                 max_result_bytes=settings["max-result-bytes"],
                 max_meta_bytes=settings["max-meta-bytes"],
+                tail_bytes=settings["tail-bytes"],
+                tail_total_bytes=settings["tail-total-bytes"],
+                page_bytes=settings["page-bytes"],
+                stall_timeout=settings["stall-timeout"],
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

@@ -8,29 +8,61 @@ own way. Ids in the window are contiguous, so a cursor maps to a list
 index with a subtraction. Waiting subscribers are woken by one callback
 scheduled on the first push of a loop iteration, however many events arrive
 in it; publishing itself never touches a subscriber.
+
+The window is bounded twice: by count (`window` frames) and by bytes (`max_bytes`, counted as
+`nbytes`: each frame's length twice, for the frame and its event's text, plus a fixed overhead per
+entry). The hub trims tails further when all of them together pass their total (`trim`). A reader
+takes at most `max_bytes` of frames at a time (`after`), so however far behind it is, it holds
+one bounded chunk.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import bisect
+from collections.abc import Iterable, Sequence
 
 from .events import Event
 from .formats.native import encode_event
 
-__all__ = ["Tail", "encode_event", "encode_events"]
+__all__ = ["ENTRY_OVERHEAD", "Tail", "encode_event", "encode_events", "encode_page"]
+
+#: Bytes counted per entry of a tail beyond its frame and its event's text: the objects that hold them.
+ENTRY_OVERHEAD = 256
 
 
 def encode_events(events: Iterable[Event]) -> bytes:
     return b"".join(encode_event(e) for e in events)
 
 
+def encode_page(events: Sequence[Event], max_bytes: int) -> tuple[bytes, int]:
+    """The frames of the first events that fit in `max_bytes` (at least one), and how many they are.
+
+    A page read from the store is bounded by its events' text; a frame can be larger than its text
+    (a `data:` line for each line of it), so the frames are bounded again here.
+    """
+    frames: list[bytes] = []
+    size = 0
+    for event in events:
+        frame = encode_event(event)
+        size += len(frame)
+        if frames and size > max_bytes:
+            break
+        frames.append(frame)
+    return b"".join(frames), len(frames)
+
+
 class Tail:
-    def __init__(self, name: str, window: int) -> None:
+    def __init__(self, name: str, window: int, max_bytes: int = 4 * 1024 * 1024) -> None:
         self.name = name
         self.window = window
+        self.max_bytes = max_bytes
         self._frames: list[bytes] = []
         self._events: list[Event] = []  # _events[i] is the event of _frames[i]
+        # _ends[i]: the bytes of every frame ever pushed up to and including _frames[i] (since the last start
+        # afresh); _start: the same count before _frames[0]. A span's size is a subtraction, a cut a bisection.
+        self._ends: list[int] = []
+        self._start = 0
         self._base = 0  # the id of _frames[0]
         self.last_id = 0  # the highest id known to exist
         self.first_id = 1  # the oldest id the store still had when the tail was loaded
@@ -47,6 +79,13 @@ class Tail:
         return f"<Tail {self.name!r} last_id={self.last_id} frames={len(self._frames)} status={self.status}>"
 
     @property
+    def nbytes(self) -> int:
+        """The memory this tail's window is counted as (see the module's docstring)."""
+        if not self._ends:
+            return 0
+        return 2 * (self._ends[-1] - self._start) + ENTRY_OVERHEAD * len(self._ends)
+
+    @property
     def ended(self) -> bool:
         return self.deleted or self.status != "open"
 
@@ -58,44 +97,86 @@ class Tail:
         if events[-1].id < end:
             return  # already have them (a shared store's follower may overlap)
         if not self._frames or events[0].id > end:
-            self._frames, self._events, self._base = [], [], events[0].id  # empty or a gap: start afresh
+            self._clear(events[0].id)  # empty or a gap: start afresh
         elif events[0].id < end:
             events = tuple(e for e in events if e.id >= end)
-        self._frames.extend(map(encode_event, events))
+        frames = list(map(encode_event, events))
+        total = self._ends[-1] if self._ends else self._start
+        for frame in frames:
+            total += len(frame)
+            self._ends.append(total)
+        self._frames.extend(frames)
         self._events.extend(events)
         self.last_id = max(self.last_id, events[-1].id)
-        # Trim in steps of half a window so the cost of `del` is amortised over many pushes.
+        # Trim in steps (half a window, a quarter of the bytes) so the cost of `del` is amortised over many pushes.
         if len(self._frames) > self.window + self.window // 2:
-            drop = len(self._frames) - self.window
-            del self._frames[:drop]
-            del self._events[:drop]
-            self._base += drop
+            self._drop(len(self._frames) - self.window)
+        if self.nbytes > self.max_bytes:
+            self.trim(self.max_bytes * 3 // 4)
         self.wake()
+
+    def trim(self, max_bytes: int) -> None:
+        """Drop the oldest frames until the window counts at most `max_bytes` (perhaps nothing left)."""
+        ends, count, start = self._ends, len(self._ends), self._start
+        drop = 0
+        while drop < count and 2 * (ends[-1] - start) + ENTRY_OVERHEAD * (count - drop) > max_bytes:
+            start = ends[drop]
+            drop += 1
+        if drop:
+            self._drop(drop)
+
+    def _drop(self, count: int) -> None:
+        self._start = self._ends[count - 1]
+        del self._frames[:count]
+        del self._events[:count]
+        del self._ends[:count]
+        self._base += count
+
+    def _clear(self, base: int) -> None:
+        self._frames, self._events, self._ends, self._start, self._base = [], [], [], 0, base
 
     def restart(self, epoch: str) -> None:
         """The store lost the log: what follows is a new log, `epoch`, from id 1."""
-        self._frames, self._events, self._base = [], [], 0
+        self._clear(0)
         self.last_id, self.first_id, self.status = 0, 1, "open"
         self.epoch = epoch
         self.generation += 1
         self.wake()
 
-    def after(self, cursor: int) -> tuple[bytes, int] | None:
-        """The frames with id > cursor and the new cursor, or None if the window starts later."""
+    def after(self, cursor: int, max_bytes: int | None = None) -> tuple[bytes, int] | None:
+        """The frames with id > cursor (at most `max_bytes` of them, but at least one) and the new cursor,
+        or None if the window starts later."""
         if self._frames and cursor + 1 >= self._base:
             index = cursor + 1 - self._base
-            if index >= len(self._frames):
+            count = len(self._frames)
+            if index >= count:
                 return b"", cursor
-            return b"".join(self._frames[index:]), self._base + len(self._frames) - 1
+            end = count
+            if max_bytes is not None:
+                ends = self._ends
+                before = ends[index - 1] if index else self._start
+                if ends[-1] - before > max_bytes:
+                    # The last frame that still fits, but never none: one event larger than the bound goes alone.
+                    end = max(index + 1, bisect.bisect_right(ends, before + max_bytes, index, count))
+            if index + 1 == end:
+                return self._frames[index], self._base + index
+            return b"".join(self._frames[index:end]), self._base + end - 1
         if cursor >= self.last_id:
             return b"", cursor
         return None
 
-    def events_after(self, cursor: int, limit: int) -> list[Event] | None:
-        """Up to `limit` events with id > cursor, or None if the window starts later (as `after`)."""
+    def events_after(self, cursor: int, limit: int, max_bytes: int | None = None) -> list[Event] | None:
+        """Up to `limit` events with id > cursor (their frames at most `max_bytes`, but at least one event),
+        or None if the window starts later (as `after`)."""
         if self._events and cursor + 1 >= self._base:
             index = cursor + 1 - self._base
-            return self._events[index : index + limit]
+            end = min(index + limit, len(self._events))
+            if max_bytes is not None and end > index + 1:
+                ends = self._ends
+                before = ends[index - 1] if index else self._start
+                if ends[end - 1] - before > max_bytes:
+                    end = max(index + 1, bisect.bisect_right(ends, before + max_bytes, index, end))
+            return self._events[index:end]
         if cursor >= self.last_id:
             return []
         return None

@@ -760,7 +760,7 @@ class DurableStreams:
         # expires: the protocol has no event for that; the client comes back with a fresh one from its offset.
         lasts = self.sse_duration if until is None else min(self.sse_duration, until - time.time())
         ends = loop.time() + lasts
-        heartbeat = self.hub.config.heartbeat
+        quiet = self.hub.config.quiet  # keep-alives a tick early: no silence outlasts the heartbeat
         first = True
         quiet_since = loop.time()
         async with self._live(topic, after) as (tail, window):
@@ -795,7 +795,7 @@ class DurableStreams:
                     behind = not up_to_date
                     if behind:
                         continue
-                if loop.time() - quiet_since >= heartbeat:
+                if loop.time() - quiet_since >= quiet:
                     quiet_since = loop.time()
                     yield b": keep-alive\n\n"
                 # No timer of its own per wait: the hub's heartbeat tick wakes every waiter often enough

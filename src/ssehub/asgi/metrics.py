@@ -50,6 +50,16 @@ class _HubCollector(Collector):
         for name in hub.runs.agents:
             runs.add_metric([name], sum(1 for r in hub.runs.runs.values() if r.agent.name == name))
         yield runs
+        yield GaugeMetricFamily(
+            "ssehub_tail_bytes",
+            "Bytes of recent events held in memory for this process's topics (bounded by --tail-total-bytes).",
+            value=hub.tail_bytes,
+        )
+        yield CounterMetricFamily(
+            "ssehub_streams_stalled",
+            "Streams cut because their client took no data for --stall-timeout.",
+            value=stats.streams_stalled,
+        )
         yield GaugeMetricFamily("ssehub_draining", "1 while the server is shutting down.", value=int(hub.draining))
 
 

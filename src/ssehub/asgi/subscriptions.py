@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -37,6 +38,29 @@ __all__ = ["AG_UI_META", "Reading", "SubscriptionResponse", "reading_for"]
 AG_UI_META = "ag_ui"
 
 _KEEP_ALIVE = b": keep-alive\n\n"
+
+
+class _CutStreams(logging.Filter):
+    """Drops the server's complaint about a response that ended unfinished, once for each stream the hub cut.
+
+    A cut stream cannot be finished (its socket takes nothing more), so its response returns unfinished
+    on purpose, and uvicorn, which then closes the connection, logs an error. The hub has logged the cut.
+    """
+
+    MESSAGE = "ASGI callable returned without completing response."
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.pending and record.msg == self.MESSAGE:
+            self.pending -= 1
+            return False
+        return True
+
+
+_CUT_STREAMS = _CutStreams()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +120,11 @@ class SubscriptionResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         begun = False
         config = self.hub.config
+        sub: Subscription | None = None
         try:
             async with self.hub.subscription(self.topic, self.after) as sub:
                 scope[STREAM_KEY] = sub  # for the access log
+                sub.task = asyncio.current_task()  # the hub cuts this task's stream if its socket stops draining
                 if self.reading is None:
                     # A 204 is for good (EventSource stops): check the store first when another process shares it.
                     if sub.finished and await sub.sync(sub.cursor) and sub.finished:
@@ -124,6 +150,16 @@ class SubscriptionResponse(Response):
                     )
                     begun = True
                     await stream(scope, receive, send)
+        except asyncio.CancelledError:
+            if sub is None or not sub.stalled():
+                raise
+            # The hub cut a stream whose socket stopped draining (`Subscription.cut`). Nothing more can be
+            # written to it, not even a retry hint: the response ends unfinished, so the server closes the
+            # connection, and the client reconnects (after the `retry:` of the stream's opening) and resumes.
+            server_log = logging.getLogger("uvicorn.error")
+            if _CUT_STREAMS not in server_log.filters:
+                server_log.addFilter(_CUT_STREAMS)
+            _CUT_STREAMS.pending += 1
         except SSEHubError as exc:
             if begun:
                 raise  # the answer has begun: too late for an error status
@@ -151,7 +187,7 @@ async def _frames(
     """
     tail, cursor = sub.tail, reading.cursor
     if not await sub.sync(0 if cursor is None else cursor.after):
-        yield sse.encode_retry(config.retry_ms)
+        yield sse.encode_retry(config.retry_hint())
         return
     last = tail.last_id
     out = b""
@@ -196,14 +232,15 @@ async def _frames(
             elif idle and not started:
                 started = True
                 yield b""
-            elif idle and loop.time() - sent >= config.heartbeat:
+            elif idle and loop.time() - sent >= config.quiet:
                 sent = loop.time()
                 yield _KEEP_ALIVE
     if sub.ended == "auth_expired":
+        # Not jittered: a token expires for one client, not for all of them at once.
         out += sub.expired() if reading.format == "native" else sse.encode_retry(config.retry_ms)
     elif not encoder.ended and not tail.deleted:
         if not sub.finished:
-            out += sse.encode_retry(config.retry_ms)  # drained, or the store is away: reconnect and resume
+            out += sse.encode_retry(config.retry_hint())  # drained, or the store is away: reconnect and resume
         elif join_at is None:
             out += encoder.close(tail.status)
     if out:

@@ -134,7 +134,8 @@ class TopicEndpoints:
     async def _page(self, request: Request, topic: str, after: int | None) -> Response:
         limit = parse_limit(request.query_params.get("limit"), 100, self.config.page_size)
         cursor = after or 0
-        page = await self.hub.read(topic, cursor, limit)
+        # Bounded in bytes as a stream's pages are: a page of large events is shorter, `next_after` goes on.
+        page = await self.hub.read(topic, cursor, limit, self.config.page_bytes)
         if cursor > page.last_id:
             raise InvalidCursor(f"after={cursor} is beyond the last id {page.last_id} of topic {topic!r}")
         return JSONResponse(

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +37,7 @@ __all__ = [
     "StreamState",
     "check_producer",
     "new_epoch",
+    "page_events",
     "payload_fingerprint",
 ]
 
@@ -69,6 +71,20 @@ class Page:
     last_id: int
     status: str
     epoch: str = ""
+
+
+def page_events(events: Iterable[Event], max_bytes: int | None) -> list[Event]:
+    """The events up to `max_bytes` of data in memory (at least one), taken from `events` one at a time."""
+    if max_bytes is None:
+        return list(events)
+    page: list[Event] = []
+    size = 0
+    for event in events:
+        size += sys.getsizeof(event.data) + len(event.event)
+        if page and size > max_bytes:
+            break
+        page.append(event)
+    return page
 
 
 def new_epoch() -> str:
@@ -188,8 +204,13 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def read(self, topic: str, after: int, limit: int) -> Page | None:
-        """Up to `limit` events with id > `after`, oldest first; None if no such topic."""
+    async def read(self, topic: str, after: int, limit: int, max_bytes: int | None = None) -> Page | None:
+        """Up to `limit` events with id > `after`, oldest first; None if no such topic.
+
+        With `max_bytes`, the page ends before the event that would take its events' data and names past
+        that many bytes, but holds at least one event: a replay holds a bounded amount at once, whatever
+        the size of the events. Only what the page returns is ever held (see `page_events`).
+        """
 
     @abstractmethod
     async def info(self, topic: str) -> TopicInfo | None:

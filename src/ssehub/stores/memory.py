@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from ..events import Event, NewEvent, TopicInfo
 from ..exceptions import IdempotencyConflict, TopicClosed, TopicNotFound
-from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch, page_events
 
 __all__ = ["MemoryStore"]
 
@@ -85,12 +85,15 @@ class MemoryStore(Store):
             t = self._topics[topic] = _Topic(TopicInfo(topic, created=now, updated=now, epoch=new_epoch()))
         return t
 
-    async def read(self, topic: str, after: int, limit: int) -> Page | None:
+    async def read(self, topic: str, after: int, limit: int, max_bytes: int | None = None) -> Page | None:
         t = self._topics.get(topic)
         if t is None:
             return None
         start = max(0, after + 1 - t.info.first_id)
-        return Page(t.events[start : start + limit], t.info.first_id, t.info.last_id, t.info.status, t.info.epoch)
+        events = t.events[start : start + limit]
+        if max_bytes is not None:
+            events = page_events(events, max_bytes)
+        return Page(events, t.info.first_id, t.info.last_id, t.info.status, t.info.epoch)
 
     async def info(self, topic: str) -> TopicInfo | None:
         t = self._topics.get(topic)

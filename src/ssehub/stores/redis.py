@@ -59,6 +59,7 @@ import contextlib
 import functools
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -79,7 +80,7 @@ from redis.exceptions import (
 
 from ..events import Event, NewEvent, TopicInfo
 from ..exceptions import IdempotencyConflict, InvalidInput, StoreUnavailable, TopicClosed, TopicNotFound
-from .base import Appended, Change, Created, Page, Producer, Store, StreamState, new_epoch
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, new_epoch, page_events
 from .redis_client import NotSent, SlowConnect, open_client
 
 __all__ = ["DURABILITY_LEVELS", "GROUPS", "RedisStore", "durability_problems"]
@@ -965,11 +966,15 @@ class RedisStore(Store):
             self._notify(Change(topic, stored, close, epoch=epoch))
         return ids
 
-    async def read(self, topic: str, after: int, limit: int) -> Page | None:
+    async def read(self, topic: str, after: int, limit: int, max_bytes: int | None = None) -> Page | None:
+        # A bound in bytes is kept by reading in steps: a few events first, then as many more as the ones
+        # read so far say would fit, so a page of large events never holds many more than it returns.
+        count = limit if max_bytes is None else min(limit, 16)
+
         async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hmget(self._topic_key(topic), ["first_id", "last_id", "status", "epoch"])
-                pipe.xrange(self._log_key(topic), f"{after + 1}-0", "+", count=limit)
+                pipe.xrange(self._log_key(topic), f"{after + 1}-0", "+", count=count)
                 return await pipe.execute()
 
         bounds, entries = await self._do(run)
@@ -977,12 +982,28 @@ class RedisStore(Store):
             return None
         if self._saw(topic, bounds[3]):
             await self._wake(self._reader_of(topic))
-        events = [
+        events = self._events(entries)
+        while max_bytes is not None and len(entries) == count and len(events) < limit:
+            size = sum(sys.getsizeof(e.data) + len(e.event) for e in events)
+            if size >= max_bytes:
+                break
+            ms, _, seq = entries[-1][0].partition("-")
+            start = f"{ms}-{int(seq) + 1}"  # just after the last entry read
+            count = min(limit - len(events), 2 * count, (max_bytes - size) * len(events) // max(size, 1) + 1)
+            more = functools.partial(self._redis.xrange, self._log_key(topic), start, "+", count=count)
+            entries = await self._do(more)
+            events += self._events(entries)
+        if max_bytes is not None:
+            events = page_events(events, max_bytes)
+        return Page(events, int(bounds[0]), int(bounds[1]), bounds[2], bounds[3])
+
+    @staticmethod
+    def _events(entries: list[Any]) -> list[Event]:
+        return [
             Event(int(entry_id.partition("-")[0]), f["e"], f["d"], float(f["t"]))
             for entry_id, f in entries
             if entry_id.endswith("-0")
         ]
-        return Page(events, int(bounds[0]), int(bounds[1]), bounds[2], bounds[3])
 
     async def info(self, topic: str) -> TopicInfo | None:
         async def run() -> list[Any]:

@@ -36,7 +36,7 @@ from typing import Any, Literal, TypeVar
 
 from ..events import Event, NewEvent, TopicInfo
 from ..exceptions import IdempotencyConflict, StoreUnavailable, TopicClosed, TopicNotFound
-from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch
+from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch, page_events
 
 __all__ = ["SQLiteStore"]
 
@@ -408,7 +408,7 @@ class SQLiteStore(Store):
             )
         return ids, [Change(topic, stored, close, epoch=epoch)]
 
-    async def read(self, topic: str, after: int, limit: int) -> Page | None:
+    async def read(self, topic: str, after: int, limit: int, max_bytes: int | None = None) -> Page | None:
         def run(conn: sqlite3.Connection) -> Page | None:
             row = conn.execute(
                 "SELECT first_id, last_id, status, epoch FROM topics WHERE name = ?", (topic,)
@@ -418,8 +418,11 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "SELECT id, event, data, time FROM events WHERE topic = ? AND id > ? ORDER BY id LIMIT ?",
                 (topic, after, limit),
-            ).fetchall()
-            return Page([Event(*r) for r in rows], row[0], row[1], row[2], row[3])
+            )
+            # Rows are stepped through one at a time, so a page bounded in bytes never holds more than it returns.
+            events = page_events((Event(*r) for r in rows), max_bytes)
+            rows.close()
+            return Page(events, row[0], row[1], row[2], row[3])
 
         return await self._read(run)
 
