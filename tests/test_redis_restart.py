@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import redis.asyncio
 import pytest
 
 from ssehub.asgi import create_app
@@ -140,3 +141,36 @@ async def test_a_run_waits_out_a_redis_restart_and_completes_with_every_event_on
 
 
 ASYNC = {"prefer": "respond-async"}
+
+
+async def test_a_run_whose_log_redis_loses_goes_on_in_a_new_log_said_once(
+    server: Start, private_redis: RedisServer
+) -> None:
+    node = server("--store", private_redis.url, "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
+    async with httpx.AsyncClient(base_url=node.url, timeout=20) as client:
+        started = await client.post("/agents/chat", json={"message": "a long enough answer"}, headers=ASYNC)
+        assert started.status_code == 202, started.text
+        run_id = started.json()["id"]
+        await asyncio.sleep(0.6)  # it is writing its answer
+        flushed = redis.asyncio.Redis.from_url(private_redis.url)
+        await flushed.flushall()  # what a Redis without persistence does when it restarts
+        await flushed.aclose()
+        for _ in range(200):
+            doc = (await client.get(f"/runs/{run_id}")).json()
+            if doc["status"] != "running":
+                break
+            await asyncio.sleep(0.1)
+        assert doc["status"] == "completed", doc
+        page = (
+            await client.get(
+                f"/topics/runs/{run_id}/events", params={"limit": 1000}, headers={"accept": "application/json"}
+            )
+        ).json()
+    ids = [e["id"] for e in page["events"]]
+    assert ids and ids == list(range(1, len(ids) + 1))  # the new log: the rest of the answer, from id 1
+    assert page["events"][-1]["event"] == "done"
+    node.stop()
+    lost = [line for line in node.output().splitlines() if "lost with the store's data" in line]
+    # Said for the loss (by the run's next write, and maybe by a GET of the run meanwhile), not
+    # again for each of the dozens of writes that follow it.
+    assert 1 <= len(lost) <= 2, lost

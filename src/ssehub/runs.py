@@ -179,6 +179,8 @@ class Run:
         self._terminal = False
         #: For the run's log line: events stored, and when it began (monotonic seconds).
         self.events = 0
+        #: The last id of the run's log: its length, as nobody else writes to it (not `events` once a log was lost).
+        self._log_end = 0
         #: What the run's metadata says of it whatever happens: its agent, and what it was started with.
         self.identity: dict[str, Any] = {"agent": agent.name}
         self._began = time.monotonic()
@@ -258,8 +260,9 @@ class Run:
                     events = [e for e, _ in batch if e is not None]
                     if events:
                         ids = await self._append(events)
-                        if ids[0] != self.events + 1:  # nobody else writes here: the log was lost meanwhile
+                        if ids[0] != self._log_end + 1:  # nobody else writes here: the log was lost meanwhile
                             await self.manager.restore(self)
+                        self._log_end = ids[-1]
                         self.events += len(events)
                 except TopicClosed:
                     # Cancelled (or failed) by another process meanwhile: stop the agent too.
@@ -400,7 +403,7 @@ class Run:
         to a run's topic, so the log's length says whether it did, without an idempotency key
         per batch on the hot path.
         """
-        first = self.events + 1
+        first = self._log_end + 1
         appended = False
 
         async def attempt() -> list[int]:
