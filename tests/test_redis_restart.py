@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import redis.asyncio
 import pytest
+import redis.asyncio
 
 from ssehub.asgi import create_app
 from ssehub.hub import Hub
