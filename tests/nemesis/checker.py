@@ -19,6 +19,8 @@ says precisely what broke the promise "nothing lost, nothing shown twice":
                     started two runs, a completed run whose streamed text is not its answer
     server_error    a 5xx other than 503 answered to a client
     late_503        a 503 for a request made more than `grace_503` s after the store answered again
+                    (and not while its hub was shutting down: a draining hub answers a stream
+                    still open, or a request on a kept-alive connection, 503 with Retry-After)
     hub_error       an ERROR line (and traceback) in a hub's log
     fd_leak, memory_growth   a hub holding more than it did before the run, once every client left
 
@@ -514,11 +516,13 @@ def _first_difference(a: str, b: str) -> int:
 
 
 def check_answers(history: History) -> Verdict:
-    """No 5xx but 503, and a 503 only while the store is away or within `grace_503` s of its return."""
+    """No 5xx but 503, and a 503 only while the store is away or within `grace_503` s of its return,
+    or while a hub shuts down (SIGTERM: it drains)."""
     verdict = Verdict()
     grace = history.limits.grace_503
     by_status: Counter[int] = Counter()
-    expected = 0
+    expected = draining = 0
+    shutdowns = [f for f in history.faults if f.kind in ("hub_term", "both_hubs_down")]
     worst_late = 0.0
     for a in history.answers:
         by_status[a.status] += 1
@@ -531,6 +535,9 @@ def check_answers(history: History) -> Verdict:
             continue
         if any(a.start <= o.end + grace and a.end >= o.start for o in history.outages):
             expected += 1
+            continue
+        if any(a.start <= f.end and a.end >= f.start for f in shutdowns):
+            draining += 1
             continue
         before = [o for o in history.outages if o.end <= a.start]
         if before:
@@ -546,7 +553,8 @@ def check_answers(history: History) -> Verdict:
     verdict.figures.update(
         answers_5xx=dict(sorted(by_status.items())),
         expected_503=expected,
-        late_503=by_status[503] - expected,
+        draining_503=draining,
+        late_503=by_status[503] - expected - draining,
         worst_late_503=round(worst_late, 3),
     )
     return verdict

@@ -42,7 +42,8 @@ def table(history: History, verdict: Verdict) -> str:
         (
             "5xx seen by clients",
             f"{_count({str(k): v for k, v in f.get('answers_5xx', {}).items()})}; 503 while the store was away "
-            f"{f.get('expected_503', 0)}, later {f.get('late_503', 0)} (worst {f.get('worst_late_503', 0):.1f}s late)",
+            f"{f.get('expected_503', 0)}, while a hub drained {f.get('draining_503', 0)}, "
+            f"later {f.get('late_503', 0)} (worst {f.get('worst_late_503', 0):.1f}s late)",
         ),
         (
             "worst reconnect",

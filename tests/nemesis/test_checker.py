@@ -341,6 +341,11 @@ def test_5xx_answers() -> None:
     ]
     assert (verdict.figures["expected_503"], verdict.figures["late_503"]) == (2, 1)
     assert only(history(answers=answers[:1]), "late_503").detail.endswith("with the store up all along")
+    # A hub that shuts down (SIGTERM) answers what is still open 503, with Retry-After: expected then.
+    term = Fault("hub_term", "hub0", 15.0, 17.0, "exit code -15")
+    verdict = check(history(answers=answers[2:3], faults=(term,)))
+    assert not verdict.violations
+    assert (verdict.figures["draining_503"], verdict.figures["late_503"]) == (1, 0)
 
 
 def test_errors_in_a_hub_log() -> None:
