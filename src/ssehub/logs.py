@@ -17,30 +17,45 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FORMATS", "JSONFormatter", "configure", "log_fields", "plain_fields"]
+__all__ = ["FORMATS", "JSONFormatter", "PlainFormatter", "configure", "log_fields", "plain_fields"]
 
 FORMATS = ("plain", "json")
 _PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# A value is quoted only when a reader could not tell where it ends.
+_NEEDS_QUOTES = re.compile(r'[ "=\n\\]')
+
+
 def _plain_value(value: Any) -> str:
-    if isinstance(value, float):
-        value = round(value, 3)
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    # Quoted only when a reader could not tell where the value ends.
-    if text == "" or any(c in text for c in ' "=\n\\'):
+    # The common types first, without json.dumps: an access line per request makes this a hot path.
+    kind = type(value)
+    text: str
+    if kind is str:
+        text = value
+    elif kind is int:
+        return str(value)
+    elif kind is float and math.isfinite(value):
+        return repr(round(value, 3))
+    else:
+        if isinstance(value, float):
+            value = round(value, 3)
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if text == "" or _NEEDS_QUOTES.search(text) is not None:
         return json.dumps(text, ensure_ascii=False)
     return text
 
 
 def plain_fields(fields: Mapping[str, Any]) -> str:
     """`key=value` pairs, in order; None values are left out."""
-    return " ".join(f"{key}={_plain_value(value)}" for key, value in fields.items() if value is not None)
+    return " ".join([f"{key}={_plain_value(value)}" for key, value in fields.items() if value is not None])
 
 
 class _Fields:
@@ -59,7 +74,30 @@ def log_fields(logger: logging.Logger, what: str, level: int = logging.INFO, **f
     """Log the line `what` with its fields (see the module's docstring)."""
     if logger.isEnabledFor(level):
         kept = {k: v for k, v in fields.items() if v is not None}
-        logger.log(level, "%s %s", what, _Fields(kept), extra={"ssehub": {"msg": what, **kept}})
+        # The record is made here rather than by `logger.log`, which would walk the stack for the caller's
+        # file and line (no format of ours shows them): this runs once per request.
+        record = logger.makeRecord(
+            logger.name, level, "", 0, "%s %s", (what, _Fields(kept)), None, extra={"ssehub": {"msg": what, **kept}}
+        )
+        logger.handle(record)
+
+
+class PlainFormatter(logging.Formatter):
+    """`time level logger: message`, the time's text made once per second rather than once per line."""
+
+    def __init__(self) -> None:
+        super().__init__(_PLAIN)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
 
 
 class JSONFormatter(logging.Formatter):
@@ -84,7 +122,7 @@ def configure(level: str = "info", fmt: str = "plain") -> None:
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_PLAIN))
+    handler.setFormatter(JSONFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -234,6 +234,13 @@ class Access:
             request.scope[SUBJECT_KEY] = principal.name
         return principal
 
+    def require_scope(self, scope: Scope, right: str, resource: str) -> Principal:
+        """`require` for a plain ASGI endpoint: a Request is made only when there are credentials to read."""
+        if not self.policy.enabled and scope.get(PRINCIPAL_KEY) is None:
+            scope[PRINCIPAL_KEY] = OPEN  # as `principal` records it; OPEN may do everything
+            return OPEN
+        return self.require(Request(scope), right, resource)
+
     def require(self, request: Request, right: str, resource: str, *, owner: str | None = None) -> Principal:
         """The principal, if it has `right` on `resource` (or is the `owner` recorded on it); else 401 / 403."""
         principal = self.principal(request)

@@ -8,21 +8,29 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive, Scope
 
 from ..events import NewEvent
 from ..exceptions import EventTooLarge, InvalidCursor, InvalidInput, UnsupportedMediaType
 from ..formats import FORMATS, Cursor
 
 __all__ = [
+    "checked_idempotency_key",
     "idempotency_key",
+    "json_events",
     "mount_prefix",
     "parse_cursor",
     "parse_events",
     "parse_limit",
+    "publish_headers",
+    "query_value",
     "read_body",
     "read_json_object",
+    "receive_body",
+    "text_event",
     "request_cursor",
     "request_format",
     "request_position",
@@ -135,18 +143,87 @@ async def parse_events(request: Request, max_request_bytes: int, max_event_bytes
         return [_event_from_json(payload)], False
     if media in ("text/plain", ""):
         body = await read_body(request, max_event_bytes)
-        try:
-            text = body.decode()
-        except UnicodeDecodeError:
-            raise InvalidInput("a text/plain body must be UTF-8") from None
-        return [NewEvent(request.query_params.get("event", "message"), text)], False
+        return [text_event(request.query_params.get("event", "message"), body)], False
     raise UnsupportedMediaType(f"publish with Content-Type application/json or text/plain, not {media!r}")
 
 
 def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+    return checked_idempotency_key(request.headers.get("idempotency-key"))
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 200 or not key.isprintable():
         raise InvalidInput("Idempotency-Key must be 1-200 printable characters")
     return key
+
+
+# -- the same, read from the ASGI scope and `receive` (the hot publish route makes no Request) -----------------
+
+
+def publish_headers(scope: Scope) -> tuple[str, str | None, str | None]:
+    """The media type (lower case, no parameters; `text/plain` when absent), Content-Length and
+    Idempotency-Key of a request, in one pass over its headers (the first of each, as Starlette reads them)."""
+    media = length = key = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if media is None:
+                media = value.decode("latin-1")
+        elif name == b"content-length":
+            if length is None:
+                length = value.decode("latin-1")
+        elif name == b"idempotency-key" and key is None:
+            key = value.decode("latin-1")
+    if media is None:
+        return "text/plain", length, key
+    return media.split(";")[0].strip().lower(), length, key
+
+
+def query_value(scope: Scope, name: str, default: str) -> str:
+    """One query parameter (its last value, as Starlette's `query_params` reads it), or `default`."""
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return default
+    return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get(name, default)
+
+
+async def receive_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+    """`read_body` from `receive`: the body, refusing more than `limit` bytes without reading them all."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise EventTooLarge(f"request body of {declared} bytes is above the limit of {limit}")
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise EventTooLarge(f"request body is above the limit of {limit} bytes")
+        return body
+    parts = bytearray(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        parts += message.get("body", b"")
+        if len(parts) > limit:
+            raise EventTooLarge(f"request body is above the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(parts)
+
+
+def json_events(body: bytes) -> list[NewEvent]:
+    """The events of a JSON publish body: one event object, or an array of them (a batch)."""
+    payload = _json(body)
+    if isinstance(payload, list):
+        return [_event_from_json(item) for item in payload]
+    return [_event_from_json(payload)]
+
+
+def text_event(name: str, body: bytes) -> NewEvent:
+    """The event of a text/plain publish body: its UTF-8 text as the data."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise InvalidInput("a text/plain body must be UTF-8") from None
+    return NewEvent(name, text)
