@@ -15,6 +15,7 @@ their traceback, if any, in `"exc"`. `configure` sets up the root logger for `ss
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -24,7 +25,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FORMATS", "JSONFormatter", "PlainFormatter", "configure", "log_fields", "plain_fields"]
+__all__ = [
+    "FORMATS",
+    "JSONFormatter",
+    "LoopBufferedHandler",
+    "PlainFormatter",
+    "configure",
+    "log_fields",
+    "plain_fields",
+]
 
 FORMATS = ("plain", "json")
 _PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -117,11 +126,59 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes what the event loop's thread logs once per turn of the loop.
+
+    An access line per request made a write to standard error per request, and a write lets go of the GIL:
+    with the SQLite writer thread waiting for it, each line cost the loop a thread switch. The lines of
+    one turn of the loop now go in one write, at the end of that turn (`call_soon`); lines logged on
+    any other thread, or with no loop running, are written at once, after whatever is pending.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._flusher: asyncio.AbstractEventLoop | None = None  # the loop that will write them
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is None or (self._flusher is not None and self._flusher is not loop):
+                self._pending.append(line)
+                self.flush()
+                return
+            self._pending.append(line)
+            if self._flusher is None:
+                self._flusher = loop
+                loop.call_soon(self.flush)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._flusher = None
+            if self._pending:
+                text = "".join(self._pending)
+                self._pending.clear()
+                try:
+                    self.stream.write(text)
+                except Exception:
+                    pass  # as logging does: a log that cannot be written must not stop the server
+            if self.stream and hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+
 def configure(level: str = "info", fmt: str = "plain") -> None:
     """Send every log line (ssehub's, uvicorn's, asyncio's) to standard error in the format `fmt`."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = LoopBufferedHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
