@@ -24,7 +24,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..hub import Subscription
-from ..logs import log_fields
+from ..logs import log_mapping
 
 __all__ = ["STREAM_KEY", "SUBJECT_KEY", "log_access", "log_request"]
 
@@ -65,11 +65,15 @@ def log_request(scope: Scope, status: int, sent: int, started: float) -> None:
         "status": status or 500,
         "bytes": sent,
         "seconds": time.perf_counter() - started,
-        "client": (scope.get("client") or ("", 0))[0] or None,
-        "subject": scope.get(SUBJECT_KEY),
     }
+    client = scope.get("client")
+    if client and client[0]:
+        fields["client"] = client[0]
+    subject = scope.get(SUBJECT_KEY)
+    if subject is not None:
+        fields["subject"] = subject
     stream = scope.get(STREAM_KEY)
     if isinstance(stream, Subscription):
         fields.update(topic=stream.tail.name, after=stream.after, events=stream.events_sent)
         fields["ended"] = stream.ended or "client"
-    log_fields(log, "access", **fields)
+    log_mapping(log, "access", fields)

@@ -115,6 +115,7 @@ class Access:
             raise InvalidInput(f"invalid cookie name {cookie_name[:40]!r}")
         self.cookie_name = cookie_name
         self._cors = self.any_origin or bool(self.cors_origins)
+        self._good_hosts: set[bytes] = set()  # Host headers found allowed
 
     @property
     def enabled(self) -> bool:
@@ -132,8 +133,10 @@ class Access:
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = value
-        if self.allowed_hosts is not None:
+        if self.allowed_hosts is not None and (host is None or host not in self._good_hosts):
             name = _host_name(host.decode("latin-1")) if host else ""
+            if name in self.allowed_hosts and host is not None and len(self._good_hosts) < 256:
+                self._good_hosts.add(host)  # every request of a client sends the same Host: check it once
             if name not in self.allowed_hosts:
                 return error_response(
                     421,
