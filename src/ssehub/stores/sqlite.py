@@ -435,8 +435,9 @@ class SQLiteStore(Store):
             raise StoreUnavailable("the SQLite store is not started")
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._requests.put((op, args, fut))
-        # Shielded: a cancelled caller must not leave the result undelivered to the listeners.
-        return await asyncio.shield(fut)
+        # Not shielded: a cancelled caller cancels only `fut`; the write stands and its changes still reach
+        # the listeners (`_deliver` reports them apart from the futures, and skips a future that is done).
+        return await fut
 
     # -- reads ---------------------------------------------------------------------------------------
 
