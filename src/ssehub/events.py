@@ -47,7 +47,7 @@ class NewEvent:
     data: str = ""
 
     def __post_init__(self) -> None:
-        if not _EVENT_NAME_RE.fullmatch(self.event):
+        if self.event != "message" and not _EVENT_NAME_RE.fullmatch(self.event):
             raise InvalidInput(f"invalid event name {self.event[:50]!r}: use 1-100 characters of A-Z a-z 0-9 . _ : / -")
         # A lone surrogate (JSON's "\ud800" decodes to one) is a str that no store can write as UTF-8.
         # isascii() is O(1) in CPython: the common event pays nothing for this.

@@ -15,32 +15,56 @@ their traceback, if any, in `"exc"`. `configure` sets up the root logger for `ss
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
+import re
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FORMATS", "JSONFormatter", "configure", "log_fields", "plain_fields"]
+__all__ = [
+    "FORMATS",
+    "JSONFormatter",
+    "LoopBufferedHandler",
+    "PlainFormatter",
+    "configure",
+    "log_fields",
+    "plain_fields",
+]
 
 FORMATS = ("plain", "json")
 _PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# A value is quoted only when a reader could not tell where it ends.
+_NEEDS_QUOTES = re.compile(r'[ "=\n\\]')
+
+
 def _plain_value(value: Any) -> str:
-    if isinstance(value, float):
-        value = round(value, 3)
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    # Quoted only when a reader could not tell where the value ends.
-    if text == "" or any(c in text for c in ' "=\n\\'):
+    # The common types first, without json.dumps: an access line per request makes this a hot path.
+    kind = type(value)
+    text: str
+    if kind is str:
+        text = value
+    elif kind is int:
+        return str(value)
+    elif kind is float and math.isfinite(value):
+        return repr(round(value, 3))
+    else:
+        if isinstance(value, float):
+            value = round(value, 3)
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if text == "" or _NEEDS_QUOTES.search(text) is not None:
         return json.dumps(text, ensure_ascii=False)
     return text
 
 
 def plain_fields(fields: Mapping[str, Any]) -> str:
     """`key=value` pairs, in order; None values are left out."""
-    return " ".join(f"{key}={_plain_value(value)}" for key, value in fields.items() if value is not None)
+    return " ".join([f"{key}={_plain_value(value)}" for key, value in fields.items() if value is not None])
 
 
 class _Fields:
@@ -58,17 +82,90 @@ class _Fields:
 def log_fields(logger: logging.Logger, what: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log the line `what` with its fields (see the module's docstring)."""
     if logger.isEnabledFor(level):
-        kept = {k: v for k, v in fields.items() if v is not None}
-        logger.log(level, "%s %s", what, _Fields(kept), extra={"ssehub": {"msg": what, **kept}})
+        log_mapping(logger, what, {k: v for k, v in fields.items() if v is not None}, level)
+
+
+def log_mapping(logger: logging.Logger, what: str, fields: dict[str, Any], level: int = logging.INFO) -> None:
+    """`log_fields` for fields already in a dict with no None values (taken as they are: a hot path's)."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _sole_handler(logger, level)
+    if handler is not None:
+        handler.write_fields(logger.name, level, what, fields)
+        return
+    # The record is made here rather than by `logger.log`, which would walk the stack for the caller's
+    # file and line (no format of ours shows them).
+    record = logger.makeRecord(
+        logger.name, level, "", 0, "%s %s", (what, _Fields(fields)), None, extra={"ssehub": {"msg": what, **fields}}
+    )
+    logger.handle(record)
+
+
+def _sole_handler(logger: logging.Logger, level: int) -> LoopBufferedHandler | None:
+    """The handler of `configure` when it is the only place `logger`'s lines go, with nothing to filter them
+    on the way and one of our own formats: then a line can be written without a LogRecord, the same text
+    `logging` would have written. None when anything else takes part (a test's capture, a filter, ...)."""
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        if current.handlers:
+            if found is not None or len(current.handlers) != 1:
+                return None
+            found = current.handlers[0]
+        if not current.propagate:
+            break
+        current = current.parent
+    if type(found) is not LoopBufferedHandler or found.filters or level < found.level:
+        return None
+    if type(found.formatter) not in (PlainFormatter, JSONFormatter) or logging.root.manager.disable >= level:
+        return None
+    return found
+
+
+class PlainFormatter(logging.Formatter):
+    """`time level logger: message`, the time's text made once per second rather than once per line."""
+
+    def __init__(self) -> None:
+        super().__init__(_PLAIN)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        return self.stamp(record.created)
+
+    def stamp(self, created: float) -> str:
+        """The time `created` as `%(asctime)s` shows it."""
+        second = int(created)
+        if second != self._second:
+            self._stamp = time.strftime(self.default_time_format, self.converter(created))
+            self._second = second
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
+
+    def line(self, created: float, level: int, name: str, what: str, fields: Mapping[str, Any]) -> str:
+        """What `format` makes of a record of `log_fields`, from its parts."""
+        return f"{self.stamp(created)} {logging.getLevelName(level)} {name}: {what} {plain_fields(fields)}"
 
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, then the line's own fields."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        seconds = record.created
+    @staticmethod
+    def _start(seconds: float, levelname: str, name: str) -> dict[str, Any]:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1000):03d}Z"
-        line: dict[str, Any] = {"time": stamp, "level": record.levelname.lower(), "logger": record.name}
+        return {"time": stamp, "level": levelname.lower(), "logger": name}
+
+    def line(self, created: float, level: int, name: str, what: str, fields: Mapping[str, Any]) -> str:
+        """What `format` makes of a record of `log_fields`, from its parts."""
+        line = self._start(created, logging.getLevelName(level), name)
+        line.update(msg=what, **fields)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self._start(record.created, record.levelname, record.name)
         fields = getattr(record, "ssehub", None)
         if isinstance(fields, dict):
             line.update(fields)
@@ -79,14 +176,73 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes what the event loop's thread logs once per turn of the loop.
+
+    An access line per request made a write to standard error per request, and a write lets go of the GIL:
+    with the SQLite writer thread waiting for it, each line cost the loop a thread switch. The lines of
+    one turn of the loop now go in one write, at the end of that turn (`call_soon`); lines logged on
+    any other thread, or with no loop running, are written at once, after whatever is pending.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._flusher: asyncio.AbstractEventLoop | None = None  # the loop that will write them
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._add(self.format(record) + self.terminator)
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def write_fields(self, name: str, level: int, what: str, fields: Mapping[str, Any]) -> None:
+        """Write the line a record of `log_fields(logging.getLogger(name), what, level, **fields)` makes,
+        without making the record (see `log_mapping`)."""
+        formatter = self.formatter
+        assert isinstance(formatter, PlainFormatter | JSONFormatter)
+        line = formatter.line(time.time(), level, name, what, fields) + self.terminator
+        with self.lock:  # type: ignore[union-attr]
+            self._add(line)
+
+    def _add(self, line: str) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._pending.append(line)
+        if loop is None or (self._flusher is not None and self._flusher is not loop):
+            self.flush()
+        elif self._flusher is None:
+            self._flusher = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._flusher = None
+            if self._pending:
+                text = "".join(self._pending)
+                self._pending.clear()
+                try:
+                    self.stream.write(text)
+                except Exception:
+                    pass  # as logging does: a log that cannot be written must not stop the server
+            if self.stream and hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+
 def configure(level: str = "info", fmt: str = "plain") -> None:
     """Send every log line (ssehub's, uvicorn's, asyncio's) to standard error in the format `fmt`."""
     if fmt not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_PLAIN))
+    handler = LoopBufferedHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # Neither format shows the process or the thread: not looking them up makes every record cheaper.
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     root.setLevel(level.upper())
     # uvicorn's own loggers then write through this handler too (uvicorn is given no logging config).
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -24,9 +24,9 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..hub import Subscription
-from ..logs import log_fields
+from ..logs import log_mapping
 
-__all__ = ["STREAM_KEY", "SUBJECT_KEY", "log_access"]
+__all__ = ["STREAM_KEY", "SUBJECT_KEY", "log_access", "log_request"]
 
 log = logging.getLogger("ssehub.access")
 
@@ -51,17 +51,29 @@ async def log_access(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
     try:
         await app(scope, receive, counting_send)
     finally:
-        fields: dict[str, Any] = {
-            "method": scope["method"],
-            "path": scope["path"],
-            "status": status or 500,
-            "bytes": sent,
-            "seconds": time.perf_counter() - started,
-            "client": (scope.get("client") or ("", 0))[0] or None,
-            "subject": scope.get(SUBJECT_KEY),
-        }
-        stream = scope.get(STREAM_KEY)
-        if isinstance(stream, Subscription):
-            fields.update(topic=stream.tail.name, after=stream.after, events=stream.events_sent)
-            fields["ended"] = stream.ended or "client"
-        log_fields(log, "access", **fields)
+        log_request(scope, status, sent, started)
+
+
+def log_request(scope: Scope, status: int, sent: int, started: float) -> None:
+    """Write the access line of a request that answered `status` with `sent` body bytes, begun at `started`
+    (`time.perf_counter()`); for the app's own handlers, which know both without wrapping `send`."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "method": scope["method"],
+        "path": scope["path"],
+        "status": status or 500,
+        "bytes": sent,
+        "seconds": time.perf_counter() - started,
+    }
+    client = scope.get("client")
+    if client and client[0]:
+        fields["client"] = client[0]
+    subject = scope.get(SUBJECT_KEY)
+    if subject is not None:
+        fields["subject"] = subject
+    stream = scope.get(STREAM_KEY)
+    if isinstance(stream, Subscription):
+        fields.update(topic=stream.tail.name, after=stream.after, events=stream.events_sent)
+        fields["ended"] = stream.ended or "client"
+    log_mapping(log, "access", fields)

@@ -115,6 +115,7 @@ class Access:
             raise InvalidInput(f"invalid cookie name {cookie_name[:40]!r}")
         self.cookie_name = cookie_name
         self._cors = self.any_origin or bool(self.cors_origins)
+        self._good_hosts: set[bytes] = set()  # Host headers found allowed
 
     @property
     def enabled(self) -> bool:
@@ -132,8 +133,10 @@ class Access:
                 origin = value
             elif name == b"access-control-request-method":
                 preflight = value
-        if self.allowed_hosts is not None:
+        if self.allowed_hosts is not None and (host is None or host not in self._good_hosts):
             name = _host_name(host.decode("latin-1")) if host else ""
+            if name in self.allowed_hosts and host is not None and len(self._good_hosts) < 256:
+                self._good_hosts.add(host)  # every request of a client sends the same Host: check it once
             if name not in self.allowed_hosts:
                 return error_response(
                     421,
@@ -233,6 +236,13 @@ class Access:
         if principal is not OPEN:
             request.scope[SUBJECT_KEY] = principal.name
         return principal
+
+    def require_scope(self, scope: Scope, right: str, resource: str) -> Principal:
+        """`require` for a plain ASGI endpoint: a Request is made only when there are credentials to read."""
+        if not self.policy.enabled and scope.get(PRINCIPAL_KEY) is None:
+            scope[PRINCIPAL_KEY] = OPEN  # as `principal` records it; OPEN may do everything
+            return OPEN
+        return self.require(Request(scope), right, resource)
 
     def require(self, request: Request, right: str, resource: str, *, owner: str | None = None) -> Principal:
         """The principal, if it has `right` on `resource` (or is the `owner` recorded on it); else 401 / 403."""

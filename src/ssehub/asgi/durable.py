@@ -43,7 +43,7 @@ from ..hub import Hub
 from ..stores import Appended, Change, Created, Producer, Store, StreamState
 from ..tail import Tail
 from .auth import Access
-from .requests import content_length, offload
+from .requests import content_length, offload_of
 from .responses import EventSourceResponse
 
 __all__ = ["DurableStreams"]
@@ -347,7 +347,7 @@ class DurableStreams:
         if messages.is_json(media):
             texts: list[str] = []
             if body.strip() or not create:
-                texts = await offload(request).run(len(body), _json_messages, body, create, config.max_batch)
+                texts = await offload_of(request.scope).run(len(body), _json_messages, body, create, config.max_batch)
         else:
             texts = [messages.encode_bytes(media, body)] if body else []
         for text in texts:

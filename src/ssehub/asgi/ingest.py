@@ -49,23 +49,19 @@ from ..hub import Hub
 from ..parsing import loads
 from ..stores import payload_fingerprint
 from .auth import Access
-from .requests import Offload, _event_from_json, idempotency_key, offload
+from .requests import Offload, _event_from_json, idempotency_key, offload_of
 
-__all__ = ["NDJSON", "StreamIngest", "is_ndjson"]
+__all__ = ["NDJSON", "STREAM_MEDIA", "StreamIngest"]
 
 log = logging.getLogger("ssehub.asgi")
 
 NDJSON = "application/x-ndjson"
+#: The media types of a streamed publish.
+STREAM_MEDIA = (NDJSON, "application/jsonl", "application/ndjson")
 # How often a waiting stream looks at the hub's draining flag and its idle clock.
 _TICK = 1.0
 # A JSON line may be up to 6 times its event (every byte of data escaped as \u00XX), plus its keys.
 _LINE_FACTOR, _LINE_SLACK = 6, 4096
-
-
-def is_ndjson(request: Request) -> bool:
-    """Whether a publish is a stream: its Content-Type is NDJSON (`application/x-ndjson`, or `application/jsonl`)."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return media in (NDJSON, "application/jsonl", "application/ndjson")
 
 
 class _Stop(Exception):
@@ -153,7 +149,7 @@ class StreamIngest:
         cap, idle = config.max_stream_bytes, config.stream_idle_timeout
         line_limit = config.max_event_bytes * _LINE_FACTOR + _LINE_SLACK
         receive = request.receive
-        parser = offload(request)  # a line of megabytes is parsed off the event loop
+        parser = offload_of(request.scope)  # a line of megabytes is parsed off the event loop
         loop = asyncio.get_running_loop()
         # The unfinished last line, in the pieces it came in: joined once, when its end arrives.
         pending: list[bytes] = []

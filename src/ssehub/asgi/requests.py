@@ -20,11 +20,13 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive, Scope
 
 from ..events import NewEvent
-from ..exceptions import EventTooLarge, InvalidCursor, InvalidInput, TooManyRequests, UnsupportedMediaType
+from ..exceptions import EventTooLarge, InvalidCursor, InvalidInput, TooManyRequests
 from ..formats import FORMATS, Cursor
 from ..parsing import loads, parse_integer
 
@@ -33,18 +35,23 @@ __all__ = [
     "OFFLOAD_KEY",
     "OFF_LOOP_BYTES",
     "Offload",
+    "checked_idempotency_key",
     "content_length",
     "idempotency_key",
     "json_events",
     "mount_prefix",
+    "offload_of",
     "parse_cursor",
-    "parse_events",
     "parse_limit",
+    "publish_headers",
+    "query_value",
     "read_body",
     "read_json_object",
+    "receive_body",
     "request_cursor",
     "request_format",
     "request_position",
+    "text_event",
 ]
 
 #: The largest cursor: event ids stay far below it.
@@ -118,8 +125,8 @@ def _end_with_parent(parent: int) -> None:
 _INLINE = Offload(0)  # for a request that did not come through HubApp: every body is parsed where it is
 
 
-def offload(request: Request) -> Offload:
-    found = request.scope.get(OFFLOAD_KEY)
+def offload_of(scope: Scope) -> Offload:
+    found = scope.get(OFFLOAD_KEY)
     return found if isinstance(found, Offload) else _INLINE
 
 
@@ -180,13 +187,31 @@ def content_length(declared: str | None, limit: int) -> None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than `limit` bytes without reading them all."""
-    content_length(request.headers.get("content-length"), limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    return await receive_body(request.receive, limit, request.headers.get("content-length"))
+
+
+async def receive_body(receive: Receive, limit: int, declared: str | None) -> bytes:
+    """The body from `receive` (the hot publish route makes no Request), refusing more than `limit` bytes
+    without reading them all; `declared` is its Content-Length, if any."""
+    content_length(declared, limit)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):  # the common case: the whole body in one message
         if len(body) > limit:
             raise EventTooLarge(f"request body is above the limit of {limit} bytes")
-    return bytes(body)
+        return body
+    parts = bytearray(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        parts += message.get("body", b"")
+        if len(parts) > limit:
+            raise EventTooLarge(f"request body is above the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(parts)
 
 
 def json_object(body: bytes, what: str) -> dict[str, Any]:
@@ -203,7 +228,7 @@ def json_object(body: bytes, what: str) -> dict[str, Any]:
 async def read_json_object(request: Request, limit: int, what: str) -> dict[str, Any]:
     """A body that is a JSON object, or empty (then `{}`); `what` names it in the error."""
     raw = await read_body(request, limit)
-    return await offload(request).run(len(raw), json_object, raw, what)
+    return await offload_of(request.scope).run(len(raw), json_object, raw, what)
 
 
 def _event_from_json(item: Any) -> NewEvent:
@@ -232,28 +257,51 @@ def json_events(body: bytes, max_batch: int, max_event_bytes: int) -> tuple[list
     return events, batch
 
 
-async def parse_events(
-    request: Request, max_request_bytes: int, max_event_bytes: int, max_batch: int
-) -> tuple[list[NewEvent], bool]:
-    """The events of a publish request, and whether it was a JSON array (a batch)."""
-    media = request.headers.get("content-type", "text/plain").split(";")[0].strip().lower()
-    if media == "application/json":
-        body = await read_body(request, max_request_bytes)
-        return await offload(request).run(len(body), json_events, body, max_batch, max_event_bytes)
-    if media in ("text/plain", ""):
-        body = await read_body(request, max_event_bytes)
-        try:
-            text = body.decode()
-        except UnicodeDecodeError:
-            raise InvalidInput("a text/plain body must be UTF-8") from None
-        return [NewEvent(request.query_params.get("event", "message"), text)], False
-    raise UnsupportedMediaType(f"publish with Content-Type application/json or text/plain, not {media!r}")
+def text_event(name: str, body: bytes) -> NewEvent:
+    """The event of a text/plain publish body: its UTF-8 text as the data."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise InvalidInput("a text/plain body must be UTF-8") from None
+    return NewEvent(name, text)
 
 
 def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
+    return checked_idempotency_key(request.headers.get("idempotency-key"))
+
+
+def checked_idempotency_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= 200 or not key.isprintable():
         raise InvalidInput("Idempotency-Key must be 1-200 printable characters")
     return key
+
+
+# -- read from the ASGI scope (the hot publish route makes no Request) ----------------------------------------
+
+
+def publish_headers(scope: Scope) -> tuple[str, str | None, str | None]:
+    """The media type (lower case, no parameters; `text/plain` when absent), Content-Length and
+    Idempotency-Key of a request, in one pass over its headers (the first of each, as Starlette reads them)."""
+    media = length = key = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            if media is None:
+                media = value.decode("latin-1")
+        elif name == b"content-length":
+            if length is None:
+                length = value.decode("latin-1")
+        elif name == b"idempotency-key" and key is None:
+            key = value.decode("latin-1")
+    if media is None:
+        return "text/plain", length, key
+    return media.split(";")[0].strip().lower(), length, key
+
+
+def query_value(scope: Scope, name: str, default: str) -> str:
+    """One query parameter (its last value, as Starlette's `query_params` reads it), or `default`."""
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return default
+    return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get(name, default)

@@ -29,21 +29,27 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope
 
 from ..access import PUBLISH, SUBSCRIBE, Principal
 from ..events import TopicInfo, validate_topic
-from ..exceptions import InvalidCursor, InvalidInput, InvalidTopic, TopicNotFound
+from ..exceptions import InvalidCursor, InvalidInput, InvalidTopic, TopicNotFound, UnsupportedMediaType
 from ..hub import Hub
 from .auth import Access
-from .ingest import StreamIngest, is_ndjson
+from .ingest import NDJSON, STREAM_MEDIA, StreamIngest
 from .requests import (
-    idempotency_key,
-    parse_events,
+    checked_idempotency_key,
+    json_events,
+    offload_of,
     parse_limit,
+    publish_headers,
+    query_value,
     read_json_object,
+    receive_body,
     request_cursor,
     request_format,
     request_position,
+    text_event,
 )
 from .responses import SSE_HEADERS
 from .subscriptions import Reading, SubscriptionResponse, reading_for
@@ -84,15 +90,35 @@ class TopicEndpoints:
 
     # -- the hot endpoints ---------------------------------------------------------------------------------
 
-    async def publish(self, request: Request, topic: str) -> Response:
+    async def publish(self, scope: Scope, receive: Receive, topic: str) -> bytes | Response:
+        """`POST /topics/{t}/events`, as a plain ASGI handler (no Request): the body of the 200 JSON answer,
+        or the whole answer of a streamed publish (ingest.py).
+
+        It reads the scope's headers once and the body straight from `receive`; what it raises, the app
+        answers as a JSON error. Each kind of body has its branch here, chosen by its media type.
+        """
         http_topic(topic)
-        if is_ndjson(request):  # a streamed publish (ingest.py)
-            return await self.ingest.publish(request, topic)
-        self.access.require(request, PUBLISH, topic)
+        media, length, key = publish_headers(scope)
+        if media in STREAM_MEDIA:
+            return await self.ingest.publish(Request(scope, receive), topic)
+        self.access.require_scope(scope, PUBLISH, topic)
         config = self.config
-        events, _ = await parse_events(request, config.max_request_bytes, config.max_event_bytes, config.max_batch)
-        ids = await self.hub.publish_many(topic, events, idempotency_key=idempotency_key(request))
-        return JSONResponse({"ids": ids})
+        if media == "text/plain" or media == "":
+            body = await receive_body(receive, config.max_event_bytes, length)
+            events = [text_event(query_value(scope, "event", "message"), body)]
+        elif media == "application/json":
+            body = await receive_body(receive, config.max_request_bytes, length)
+            events, _ = await offload_of(scope).run(
+                len(body), json_events, body, config.max_batch, config.max_event_bytes
+            )
+        else:
+            raise UnsupportedMediaType(
+                f"publish with Content-Type application/json, text/plain or {NDJSON}, not {media!r}"
+            )
+        ids = await self.hub.publish_many(topic, events, idempotency_key=checked_idempotency_key(key))
+        if len(ids) == 1:
+            return b'{"ids":[%d]}' % ids[0]
+        return b'{"ids":[' + ",".join(map(str, ids)).encode() + b"]}"
 
     async def events(self, request: Request, topic: str) -> Response:
         principal = self.access.require(request, SUBSCRIBE, http_topic(topic))

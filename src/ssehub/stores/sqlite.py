@@ -30,12 +30,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ..events import Event, NewEvent, TopicInfo
-from ..exceptions import IdempotencyConflict, StoreUnavailable, TopicClosed, TopicNotFound
+from ..exceptions import IdempotencyConflict, SSEHubError, StoreUnavailable, TopicClosed, TopicNotFound
 from .base import Appended, Change, Created, Page, Producer, Store, StreamState, check_producer, new_epoch, page_events
 
 __all__ = ["SQLiteStore"]
@@ -111,6 +111,54 @@ _TOPIC_COLUMNS = "name, last_id, first_id, status, created, updated, closed_at, 
 # (operation, its arguments, the future to resolve) or None to stop the writer.
 _WriteOp = Callable[..., tuple[Any, list[Change]]]
 _Request = tuple[_WriteOp, tuple[Any, ...], "asyncio.Future[Any]"]
+# What became of a request: its future, and the value or the error to resolve it with.
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+#: Topic states the writer keeps at most (`SQLiteStore._topics`); past that it forgets them all and reads again.
+_KEPT_TOPICS = 50_000
+
+
+@dataclass(slots=True)
+class _TopicState:
+    """What the writer knows of a topic's row between transactions: enough to append without reading it."""
+
+    last_id: int
+    first_id: int
+    status: str
+    epoch: str
+    new: bool  # no row yet: the next write inserts it
+
+
+@dataclass(slots=True)
+class _Rows:
+    """The rows of the plain appends staged since the last write: each table's in one statement."""
+
+    events: list[tuple[str, int, str, str, float]] = field(default_factory=list)
+    topics: dict[str, tuple[_TopicState, float]] = field(default_factory=dict)  # the state, as of `updated`
+    trims: dict[str, int] = field(default_factory=dict)  # retention: events below this id go
+    born: dict[str, float] = field(default_factory=dict)  # when the new topics were created
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        if not self.topics:
+            return
+        born = self.born
+        created = [(t, s.last_id, s.first_id, born[t], now, s.epoch) for t, (s, now) in self.topics.items() if s.new]
+        if created:
+            conn.executemany(
+                "INSERT INTO topics (name, last_id, first_id, created, updated, epoch) VALUES (?, ?, ?, ?, ?, ?)",
+                created,
+            )
+        conn.executemany("INSERT INTO events (topic, id, event, data, time) VALUES (?, ?, ?, ?, ?)", self.events)
+        if self.trims:
+            conn.executemany("DELETE FROM events WHERE topic = ? AND id < ?", list(self.trims.items()))
+        updated = [(s.last_id, s.first_id, now, t) for t, (s, now) in self.topics.items() if not s.new]
+        if updated:
+            conn.executemany("UPDATE topics SET last_id = ?, first_id = ?, updated = ? WHERE name = ?", updated)
+        for state, _ in self.topics.values():
+            state.new = False
+        self.events.clear()
+        self.topics.clear()
+        self.trims.clear()
+        born.clear()
 
 
 def _topic_info(row: tuple[Any, ...]) -> TopicInfo:
@@ -183,6 +231,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The writer thread's: topic states as of its last commit (see `_commit_together`).
+        self._topics: dict[str, _TopicState] = {}
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -259,25 +309,90 @@ class SQLiteStore(Store):
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            outcomes, changes = self._commit_together(conn, batch)
+        except Exception:
+            # Something failed in the rows written together (a SQLite error, or text it cannot encode): start
+            # over, each request in its own savepoint, so the one to blame fails alone and the writer lives on.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._topics.clear()
+            outcomes, changes = self._commit_each(conn, batch)
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, outcomes, changes)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    def _commit_together(self, conn: sqlite3.Connection, batch: list[_Request]) -> tuple[list[_Outcome], list[Change]]:
+        """The batch in one transaction, its plain appends (a token each, the common case) written together.
+
+        A plain append needs no savepoint: what can refuse it (a closed topic) is known before it writes,
+        from the topic's state, which this thread keeps (`_topics`: it is the only writer of the file).
+        The rows of consecutive plain appends go in with one statement per table; any other request runs
+        after them in its own savepoint, as in `_commit_each`, and makes the kept states be read again.
+        A failure here is for `_commit` to handle.
+        """
+        outcomes: list[_Outcome] = []
+        changes: list[Change] = []
+        pending = _Rows()
+        conn.execute("BEGIN IMMEDIATE")
+        for op, args, fut in batch:
+            if op == self._append_plain:
+                topic, events, now = args
+                try:
+                    stored, epoch = self._stage(conn, pending, topic, events, now)
+                except SSEHubError as exc:
+                    outcomes.append((fut, None, exc))
+                    continue
+                outcomes.append((fut, [e.id for e in stored], None))
+                changes.append(Change(topic, stored, None, epoch=epoch))
+                continue
+            pending.write(conn)
+            self._topics.clear()
+            outcomes.append(self._run_in_savepoint(conn, op, args, fut, changes))
+        pending.write(conn)
+        conn.execute("COMMIT")
+        if len(self._topics) > _KEPT_TOPICS:
+            self._topics.clear()
+        return outcomes, changes
+
+    def _stage(
+        self, conn: sqlite3.Connection, pending: _Rows, topic: str, events: tuple[NewEvent, ...], now: float
+    ) -> tuple[tuple[Event, ...], str]:
+        """A plain append's rows, added to `pending`, and its stored events; TopicClosed before anything."""
+        state = self._topics.get(topic)
+        if state is None:
+            row = conn.execute(
+                "SELECT last_id, first_id, status, epoch FROM topics WHERE name = ?", (topic,)
+            ).fetchone()
+            if row is None:
+                state = _TopicState(0, 1, "open", new_epoch(), True)
+            else:
+                state = _TopicState(row[0], row[1], row[2], row[3], False)
+            self._topics[topic] = state
+        if state.status != "open":
+            raise TopicClosed(f"topic {topic!r} is {state.status}")
+        first = state.last_id + 1
+        stored = tuple(Event(first + i, e.event, e.data, now) for i, e in enumerate(events))
+        pending.events.extend((topic, e.id, e.event, e.data, now) for e in stored)
+        state.last_id += len(stored)
+        if state.last_id - state.first_id + 1 > self.max_events:
+            state.first_id = state.last_id - self.max_events + 1
+            pending.trims[topic] = state.first_id
+        if state.new:
+            pending.born.setdefault(topic, now)
+        pending.topics[topic] = (state, now)
+        return stored, state.epoch
+
+    def _commit_each(self, conn: sqlite3.Connection, batch: list[_Request]) -> tuple[list[_Outcome], list[Change]]:
+        """The batch in one transaction, each request in its own savepoint, so one that fails fails alone."""
+        outcomes: list[_Outcome] = []
         changes: list[Change] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, args, fut in batch:
-                conn.execute("SAVEPOINT request")
-                try:
-                    value, changed = op(conn, *args)
-                except Exception as exc:
-                    # Any error fails its own request and no other: one that escaped would end the writer thread,
-                    # and with it every later write (e.g. a str that UTF-8 cannot encode did).
-                    conn.execute("ROLLBACK TO request")
-                    conn.execute("RELEASE request")
-                    error = StoreUnavailable(f"SQLite error: {exc}") if isinstance(exc, sqlite3.Error) else exc
-                    outcomes.append((fut, None, error))
-                else:
-                    conn.execute("RELEASE request")
-                    outcomes.append((fut, value, None))
-                    changes.extend(changed)
+                outcomes.append(self._run_in_savepoint(conn, op, args, fut, changes))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -285,15 +400,28 @@ class SQLiteStore(Store):
             error = StoreUnavailable(f"SQLite commit failed: {exc}")
             outcomes = [(fut, None, error) for _, _, fut in batch]
             changes = []
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._deliver, outcomes, changes)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
+        self._topics.clear()
+        return outcomes, changes
 
-    def _deliver(
-        self, outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]], changes: list[Change]
-    ) -> None:
+    @staticmethod
+    def _run_in_savepoint(
+        conn: sqlite3.Connection, op: _WriteOp, args: tuple[Any, ...], fut: asyncio.Future[Any], changes: list[Change]
+    ) -> _Outcome:
+        conn.execute("SAVEPOINT request")
+        try:
+            value, changed = op(conn, *args)
+        except Exception as exc:
+            # Any error fails its own request and no other: one that escaped would end the writer thread,
+            # and with it every later write (e.g. a str that UTF-8 cannot encode did).
+            conn.execute("ROLLBACK TO request")
+            conn.execute("RELEASE request")
+            error = StoreUnavailable(f"SQLite error: {exc}") if isinstance(exc, sqlite3.Error) else exc
+            return (fut, None, error)
+        conn.execute("RELEASE request")
+        changes.extend(changed)
+        return (fut, value, None)
+
+    def _deliver(self, outcomes: list[_Outcome], changes: list[Change]) -> None:
         # Listeners first, so the hub's tail holds the events before a publisher learns their ids.
         for change in changes:
             self._notify(change)
@@ -310,8 +438,9 @@ class SQLiteStore(Store):
             raise StoreUnavailable("the SQLite store is not started")
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._requests.put((op, args, fut))
-        # Shielded: a cancelled caller must not leave the result undelivered to the listeners.
-        return await asyncio.shield(fut)
+        # Not shielded: a cancelled caller cancels only `fut`; the write stands and its changes still reach
+        # the listeners (`_deliver` reports them apart from the futures, and skips a future that is done).
+        return await fut
 
     # -- reads ---------------------------------------------------------------------------------------
 
@@ -352,10 +481,19 @@ class SQLiteStore(Store):
         close: str | None = None,
         fingerprint: str | None = None,
     ) -> list[int]:
+        if idempotency_key is None and close is None:
+            plain: list[int] = await self._write(self._append_plain, topic, tuple(events), self.now())
+            return plain
         ids: list[int] = await self._write(
             self._append, topic, tuple(events), idempotency_key, close, fingerprint, self.now()
         )
         return ids
+
+    def _append_plain(
+        self, conn: sqlite3.Connection, topic: str, events: tuple[NewEvent, ...], now: float
+    ) -> tuple[list[int], list[Change]]:
+        # An append with no key and no close: `_commit_together` stages these itself; `_commit_each` runs this.
+        return self._append(conn, topic, events, None, None, None, now)
 
     def _append(
         self,
