@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,28 +112,13 @@ async def test_redis_down_when_the_server_starts_is_one_line_and_no_traceback(se
 async def test_a_run_waits_out_a_redis_restart_and_completes_with_every_event_once(
     server: Start, private_redis: RedisServer
 ) -> None:
-    node = server("--store", private_redis.url, "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
-    async with httpx.AsyncClient(base_url=node.url, timeout=20) as client:
-        started = await client.post("/agents/chat", json={"message": "a long enough answer"}, headers=ASYNC)
-        assert started.status_code == 202, started.text
-        run_id = started.json()["id"]
-        await asyncio.sleep(0.6)  # it is writing its answer
+    async def restart() -> None:
         private_redis.kill()
         await asyncio.sleep(1.5)  # away long enough for several of its writes to fail
         private_redis.start()
-        for _ in range(200):
-            answer = await client.get(f"/runs/{run_id}")
-            assert answer.status_code == 200, (answer.status_code, answer.text)
-            doc = answer.json()
-            if doc["status"] != "running":
-                break
-            await asyncio.sleep(0.1)
-        assert doc["status"] == "completed", doc
-        page = (
-            await client.get(
-                f"/topics/runs/{run_id}/events", params={"limit": 1000}, headers={"accept": "application/json"}
-            )
-        ).json()
+
+    node = server("--store", private_redis.url, "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
+    doc, page = await run_through(node.url, restart)
     ids = [e["id"] for e in page["events"]]
     assert ids == list(range(1, len(ids) + 1))
     text = "".join(json.loads(e["data"])["content"] for e in page["events"] if e["event"] == "text_delta")
@@ -143,29 +129,38 @@ async def test_a_run_waits_out_a_redis_restart_and_completes_with_every_event_on
 ASYNC = {"prefer": "respond-async"}
 
 
-async def test_a_run_whose_log_redis_loses_goes_on_in_a_new_log_said_once(
-    server: Start, private_redis: RedisServer
-) -> None:
-    node = server("--store", private_redis.url, "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
-    async with httpx.AsyncClient(base_url=node.url, timeout=20) as client:
+async def run_through(url: str, fault: Callable[[], Awaitable[None]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a demo run, `fault()` while it writes its answer; its document once it has ended, and its log."""
+    async with httpx.AsyncClient(base_url=url, timeout=20) as client:
         started = await client.post("/agents/chat", json={"message": "a long enough answer"}, headers=ASYNC)
         assert started.status_code == 202, started.text
         run_id = started.json()["id"]
         await asyncio.sleep(0.6)  # it is writing its answer
-        flushed = redis.asyncio.Redis.from_url(private_redis.url)
-        await flushed.flushall()  # what a Redis without persistence does when it restarts
-        await flushed.aclose()
+        await fault()
         for _ in range(200):
-            doc = (await client.get(f"/runs/{run_id}")).json()
+            answer = await client.get(f"/runs/{run_id}")
+            assert answer.status_code == 200, (answer.status_code, answer.text)
+            doc = answer.json()
             if doc["status"] != "running":
                 break
             await asyncio.sleep(0.1)
         assert doc["status"] == "completed", doc
-        page = (
-            await client.get(
-                f"/topics/runs/{run_id}/events", params={"limit": 1000}, headers={"accept": "application/json"}
-            )
-        ).json()
+        page = await client.get(
+            f"/topics/runs/{run_id}/events", params={"limit": 1000}, headers={"accept": "application/json"}
+        )
+    return doc, page.json()
+
+
+async def test_a_run_whose_log_redis_loses_goes_on_in_a_new_log_said_once(
+    server: Start, private_redis: RedisServer
+) -> None:
+    async def flush() -> None:
+        flushed = redis.asyncio.Redis.from_url(private_redis.url)
+        await flushed.flushall()  # what a Redis without persistence does when it restarts
+        await flushed.aclose()
+
+    node = server("--store", private_redis.url, "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
+    _, page = await run_through(node.url, flush)
     ids = [e["id"] for e in page["events"]]
     assert ids and ids == list(range(1, len(ids) + 1))  # the new log: the rest of the answer, from id 1
     assert page["events"][-1]["event"] == "done"
