@@ -412,6 +412,12 @@ def test_a_reader_that_finished_before_the_loss_was_not_harmed_by_it() -> None:
     deliveries = tuple(Delivery(i, "message", f"a{i}", 0.5 + i) for i in (1, 2, 3))
     done = Reader("py0", "python", "t", 0, 0.5, deliveries, True, ((0.6, 3.6),))
     assert check_reader(done, ended)[0] == []
+    # Its stream ended at the close, and its reconnect came after the loss (answered 404, not 204): not harmed.
+    unanswered = Reader("node0", "node", "t", 0, 0.5, deliveries, False, ((0.6, 3.6),))
+    assert check_reader(unanswered, ended)[0] == []
+    # But one whose stream was still open when the log was lost was never told that it was.
+    still_open = Reader("node0", "node", "t", 0, 0.5, deliveries, False, ((0.6, None),))
+    assert [v.kind for v in check_reader(still_open, ended)[0]] == ["silent_reset"]
     # The same reader still reading when the log was lost, and then answered "finished", was harmed.
     late = Reader("py0", "python", "t", 0, 0.5, deliveries, True, ((0.6, 3.6), (5.5, 5.6)))
     assert [v.kind for v in check_reader(late, ended)[0]] == ["silent_reset"]
