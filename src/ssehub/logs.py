@@ -182,7 +182,8 @@ class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
     An access line per request made a write to standard error per request, and a write lets go of the GIL:
     with the SQLite writer thread waiting for it, each line cost the loop a thread switch. The lines of
     one turn of the loop now go in one write, at the end of that turn (`call_soon`); lines logged on
-    any other thread, or with no loop running, are written at once, after whatever is pending.
+    any other thread, or with no loop running, and every LogRecord (uvicorn's, warnings) are written
+    at once, after whatever is pending.
     """
 
     def __init__(self, stream: Any = None) -> None:
@@ -191,8 +192,13 @@ class LoopBufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._flusher: asyncio.AbstractEventLoop | None = None  # the loop that will write them
 
     def emit(self, record: logging.LogRecord) -> None:
+        # A record (uvicorn's, a warning, anything but the hot lines of `write_fields`) is written at once,
+        # after what is pending: the loop may never turn again (the last lines before a process exits).
         try:
-            self._add(self.format(record) + self.terminator)
+            line = self.format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]
+                self._pending.append(line)
+                self.flush()
         except RecursionError:
             raise
         except Exception:

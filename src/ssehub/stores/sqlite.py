@@ -367,6 +367,9 @@ class SQLiteStore(Store):
                 "SELECT last_id, first_id, status, epoch FROM topics WHERE name = ?", (topic,)
             ).fetchone()
             if row is None:
+                if self.max_topics:  # the topics of this transaction not yet written count too
+                    count = conn.execute("SELECT COUNT(*) FROM topics").fetchone()[0]
+                    self._check_room(count + len(pending.born), topic)
                 state = _TopicState(0, 1, "open", new_epoch(), True)
             else:
                 state = _TopicState(row[0], row[1], row[2], row[3], False)
