@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import select
 import socket
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httptools
+import httpx
 import pytest
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
@@ -114,6 +116,11 @@ def test_the_uvicorn_internals_it_builds_on_are_the_ones_it_was_written_for() ->
     assert "self.parser.feed_data(data)" in source and "self.send_400_response(msg)" in source
     assert httptools_impl.STATUS_LINE[431].startswith(b"HTTP/1.1 431 ")
     assert issubclass(LimitedHttpProtocol, protocol)
+    # The scope a request gets is made in on_message_begin, without extensions of uvicorn's own.
+    begin = inspect.getsource(protocol.on_message_begin)
+    assert "self.scope = {" in begin and "extensions" not in begin
+    # The slots keep the instance dict at uvicorn's own attributes, which still share their keys (at most 30).
+    assert not set(LimitedHttpProtocol.__slots__) & set(re.findall(r"self\.(\w+)", init))
 
 
 def test_a_head_above_the_cap_gets_431_and_one_below_it_passes(hub: Start) -> None:
@@ -319,3 +326,30 @@ def test_a_client_is_counted_under_its_ipv4_address_on_a_dual_stack_socket() -> 
         "192.168.1.7/32",
         "::1/128",
     ]
+
+
+def test_an_idle_stream_whose_client_hangs_up_is_let_go_at_once(hub: Start) -> None:
+    """Under `ssehub serve` an idle stream has no task watching for the disconnect: the connection cancels the
+    stream's own task when it is lost. The subscription is released, and the access line says `ended=client`."""
+    node = hub()
+    assert httpx.post(f"{node.url}/topics/idle/events", content=b"first").status_code == 200
+    streams = [connect(node, timeout=5) for _ in range(20)]
+    for s in streams:
+        s.sendall(b"GET /topics/idle/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    for s in streams:
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert httpx.get(f"{node.url}/topics/idle").json()["subscribers"] == 20
+    for s in streams[:15]:
+        s.close()
+    deadline = time.monotonic() + 2  # well within the heartbeat, whose write would find the socket gone anyway
+    while httpx.get(f"{node.url}/topics/idle").json()["subscribers"] != 5:
+        assert time.monotonic() < deadline, "the streams of the clients that left were not let go"
+        time.sleep(0.05)
+    lines = [line for line in node.output().splitlines() if "method=GET path=/topics/idle/events" in line]
+    assert len(lines) == 15 and all("status=200" in line and "ended=client" in line for line in lines), lines
+    # The others still stream: an event reaches them.
+    assert httpx.post(f"{node.url}/topics/idle/events", content=b"still here").status_code == 200
+    for s in streams[15:]:
+        got = b""
+        while b"still here" not in got:
+            got += s.recv(65536)

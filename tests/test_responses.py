@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ssehub.asgi.responses import EventSourceResponse, EventStream, error_response
+from ssehub.asgi.responses import DISCONNECT, EventSourceResponse, EventStream, error_response
 from ssehub.sse import Decoder, ServerSentEvent
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": [(b"last-event-id", b"41")]}
@@ -135,6 +135,39 @@ async def test_a_disconnect_cancels_the_source_and_runs_its_finally(heartbeat: f
     peer.leave()
     await task  # ends normally: a client that leaves is not an error
     assert closed.is_set()
+    assert not peer.complete
+
+
+@pytest.mark.parametrize("lost", [True, False])
+async def test_a_server_that_reports_the_disconnect_needs_no_watcher_task(lost: bool) -> None:
+    """With the DISCONNECT extension (`ssehub serve`'s server), the stream is one task: the server cancels it
+    when the connection is lost, and says so; a cancel it did not say is someone else's and goes on up."""
+    closed = asyncio.Event()
+
+    async def idle() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: x\n\n"
+            await asyncio.sleep(3600)
+        finally:
+            closed.set()
+
+    connection: dict[object, object] = {}
+    scope = {**SCOPE, "extensions": {DISCONNECT: connection}}
+    peer = Peer()
+    task = asyncio.create_task(EventSourceResponse(idle(), heartbeat=None)(scope, peer.receive, peer.send))
+    while len(peer.messages) < 3:
+        await asyncio.sleep(0.01)
+    assert connection["task"] is task
+    assert asyncio.all_tasks() == {asyncio.current_task(), task}  # nothing waits on receive()
+    if lost:
+        connection["lost"] = True
+    task.cancel()
+    if lost:
+        await task  # ends normally: a client that leaves is not an error
+    else:
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert closed.is_set() and "task" not in connection
     assert not peer.complete
 
 

@@ -109,8 +109,8 @@ async def test_many_pushes_in_one_iteration_wake_each_waiter_once() -> None:
 
 async def test_a_cancelled_waiter_affects_no_other() -> None:
     tail = Tail("t", window=10)
-    first = asyncio.create_task(tail.wait())
-    second = asyncio.create_task(tail.wait())
+    first = asyncio.ensure_future(tail.wait())
+    second = asyncio.ensure_future(tail.wait())
     await asyncio.sleep(0)
     first.cancel()
     tail.wake()

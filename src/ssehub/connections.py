@@ -15,6 +15,10 @@ and any number of connections is accepted. `LimitedHttpProtocol` adds, per conne
   (`max_connections_per_client`: 429, but never for `exempt` networks such as loopback, where a
   reverse proxy usually sits), both with Retry-After, answered at once and closed.
 
+Every request's scope also gets the ASGI extension `ssehub.disconnect` (`ssehub.asgi.responses.DISCONNECT`): a response
+that streams for as long as the client stays registers its task there, and the connection cancels it
+when it is lost. An idle stream then needs no second task waiting for `http.disconnect`.
+
 The keep-alive timeout between requests is uvicorn's own (`timeout_keep_alive`). Each refusal is the
 hub's JSON error (`{"error": {"code", "message"}}`) with `connection: close`; then the connection is
 half-closed and what the client still sends is read and dropped for `linger` seconds, so that closing
@@ -40,6 +44,8 @@ from typing import Any, ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from .asgi.responses import DISCONNECT
 
 __all__ = ["Census", "Limits", "LimitedHttpProtocol", "limited_protocol", "parse_networks"]
 
@@ -115,8 +121,24 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[Limits] = Limits()
     census: ClassVar[Census] = Census()
 
+    # Slots, not the instance dict: uvicorn's protocol already has 28 attributes, and past 30 a dict no longer
+    # shares its keys with the other instances', which costs every open connection about a kilobyte.
+    __slots__ = (
+        "_admitted",
+        "_disconnect",
+        "_extensions",
+        "_head_parsed",
+        "_head_read",
+        "_in_head",
+        "_refused",
+        "_timer",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: The `DISCONNECT` extension of this connection's requests.
+        self._disconnect: dict[object, object] = {}
+        self._extensions: dict[str, dict[object, object]] = {DISCONNECT: self._disconnect}
         self._timer: asyncio.TimerHandle | None = None
         #: Between the first byte of a request and the end of its headers.
         self._in_head = False
@@ -176,6 +198,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        task = self._disconnect.get("task")
+        if isinstance(task, asyncio.Task) and not task.done():
+            self._disconnect["lost"] = True
+            task.cancel()
         if self._admitted is not None:
             census = self.census
             census.total -= 1
@@ -216,6 +242,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # One dict for all the requests of the connection (each response takes its task out when it ends).
+        self.scope["extensions"] = self._extensions
         self._head_read = self._head_parsed = 0
         if not self._in_head or self._timer is None:
             self._in_head = True

@@ -25,6 +25,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -401,9 +402,15 @@ class Hub:
             self._tail_bytes -= tail.nbytes
             await self.store.unfollow(tail.name)
 
-    @contextlib.asynccontextmanager
-    async def subscription(self, topic: str, after: int | None = None) -> AsyncIterator[Subscription]:
-        """Hold a subscription to `topic`; `after=None` starts at the current end (new events only)."""
+    def subscription(self, topic: str, after: int | None = None) -> AbstractAsyncContextManager[Subscription]:
+        """Hold a subscription to `topic`; `after=None` starts at the current end (new events only).
+
+        An async context manager (`async with hub.subscription(topic) as sub:`), as a class rather than a
+        generator: every idle subscriber holds one, so it is kept small.
+        """
+        return _Holding(self, topic, after)
+
+    async def _hold(self, topic: str, after: int | None) -> Subscription:
         validate_topic(topic)
         config = self.config
         if config.max_subscribers and self._held >= config.max_subscribers:
@@ -421,12 +428,31 @@ class Hub:
         self.stats.streams_opened += 1
         sub = Subscription(self, tail, tail.last_id if after is None else after)
         self._subscriptions.add(sub)
-        try:
-            yield sub
-        finally:
-            self._held -= 1
-            self._subscriptions.discard(sub)
-            await asyncio.shield(self._release(tail))
+        return sub
+
+    async def _let_go(self, sub: Subscription) -> None:
+        self._held -= 1
+        self._subscriptions.discard(sub)
+        await asyncio.shield(self._release(sub.tail))
+
+
+class _Holding:
+    """`Hub.subscription()`: holds a `Subscription` for the body of an `async with`."""
+
+    __slots__ = ("after", "hub", "sub", "topic")
+
+    def __init__(self, hub: Hub, topic: str, after: int | None) -> None:
+        self.hub, self.topic, self.after = hub, topic, after
+        self.sub: Subscription | None = None
+
+    async def __aenter__(self) -> Subscription:
+        self.sub = await self.hub._hold(self.topic, self.after)
+        return self.sub
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.sub is not None:
+            sub, self.sub = self.sub, None
+            await self.hub._let_go(sub)
 
 
 class Subscription:

@@ -194,12 +194,13 @@ class Tail:
             if not fut.done():
                 fut.set_result(None)
 
-    async def wait(self) -> None:
-        """Wait until something changes, or until the hub's heartbeat tick.
+    def wait(self) -> asyncio.Future[None]:
+        """What to await until something changes, or until the hub's heartbeat tick.
 
         Each waiter has its own future: cheaper than a timeout and a shield per
         wait on the hot path, and a waiter that is cancelled affects no other.
+        A plain future, not a coroutine around it: an idle subscriber holds one.
         """
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        await fut
+        return fut

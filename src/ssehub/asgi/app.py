@@ -48,12 +48,14 @@ from .errors import EXCEPTION_HANDLERS, response_for
 from .metrics import metrics_routes
 from .requests import OFFLOAD_KEY, Offload
 from .static import client_routes
+from .subscriptions import SubscriptionResponse
 from .topics import TopicEndpoints
 
 __all__ = ["HubApp", "create_app"]
 
 _PREFIX, _SUFFIX = "/topics/", "/events"
 _JSON = (b"content-type", b"application/json")
+_HOT = ("POST", "GET", "HEAD")
 
 
 def _route_path(scope: Scope) -> str:
@@ -91,13 +93,19 @@ class HubApp:
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
+            method = scope["method"]
             path = _route_path(scope)
-            # Publishing, the hottest path of all (a request per token): screened like every request, then
-            # handled here, its access line written without wrapping `send`. A refusal takes the common path
-            # below, which answers it.
-            if _is_topic_events(path) and self.access.screen(scope) is None:
-                await self._publish(scope, receive, self.access.cors(scope, send), path[len(_PREFIX) : -len(_SUFFIX)])
+            # Publishing (a request per token) and subscribing (a task per reader, for as long as it reads): screened
+            # like every request, then handled here, their access lines written without wrapping `send`. A refusal
+            # takes the common path below, which answers it.
+            if _is_topic_events(path) and method in _HOT and self.access.screen(scope) is None:
+                topic = path[len(_PREFIX) : -len(_SUFFIX)]
+                send = self.access.cors(scope, send)
+                if method == "POST":
+                    await self._publish(scope, receive, send, topic)
+                else:
+                    await self._subscribe(scope, receive, send, topic)
                 return
         if self.access_log and scope["type"] == "http":
             await log_access(self._dispatch, scope, receive, send)
@@ -125,6 +133,25 @@ class HubApp:
             if self.access_log:
                 log_request(scope, status, len(body) if status else 0, started)
 
+    async def _subscribe(self, scope: Scope, receive: Receive, send: Send, topic: str) -> None:
+        started = time.perf_counter()
+        response: Response | None = None
+        try:
+            try:
+                response = await self.topics.events(Request(scope, receive), topic)
+            except Exception as exc:
+                response = response_for(exc, scope["method"], scope["path"])
+            await response(scope, receive, send)
+        finally:
+            if self.access_log:
+                if isinstance(response, SubscriptionResponse):
+                    status, sent = response.answered, response.sent
+                elif response is not None:  # an error, a HEAD, a JSON page: answered whole
+                    status, sent = response.status_code, len(response.body)
+                else:
+                    status, sent = 0, 0
+                log_request(scope, status, sent, started)
+
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             refused = self.access.screen(scope)
@@ -133,20 +160,7 @@ class HubApp:
                 return
             send = self.access.cors(scope, send)
             scope[OFFLOAD_KEY] = self.offload
-            path = _route_path(scope)
-            if _is_topic_events(path):
-                method = scope["method"]
-                if method in ("GET", "HEAD"):
-                    await self._subscribe(scope, receive, send, path[len(_PREFIX) : -len(_SUFFIX)])
-                    return
         await self.router(scope, receive, send)
-
-    async def _subscribe(self, scope: Scope, receive: Receive, send: Send, topic: str) -> None:
-        try:
-            response = await self.topics.events(Request(scope, receive), topic)
-        except Exception as exc:
-            response = response_for(exc, scope["method"], scope["path"])
-        await response(scope, receive, send)
 
 
 def create_app(

@@ -39,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from .. import sse
 
-__all__ = ["SSE_HEADERS", "EventSourceResponse", "EventStream", "Handler", "error_response"]
+__all__ = ["DISCONNECT", "SSE_HEADERS", "EventSourceResponse", "EventStream", "Handler", "error_response"]
 
 log = logging.getLogger("ssehub.asgi")
 
@@ -52,6 +52,12 @@ SSE_HEADERS: Mapping[str, str] = {
 # Encoded once: thousands of open streams share the one list.
 _RAW_SSE_HEADERS = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in SSE_HEADERS.items()]
 _END = object()  # the producer's last word to the writer
+
+#: The ASGI extension by which the server tells a stream, without a task of the stream's own, that its client
+#: has gone (`ssehub serve`'s server provides it: `ssehub.connections`). `scope["extensions"][DISCONNECT]` is
+#: a dict of the connection: a response sets its `"task"` there while it streams, and takes it out when it
+#: ends; when the connection is lost, the server sets `"lost": True` and cancels that task.
+DISCONNECT = "ssehub.disconnect"
 
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -116,6 +122,8 @@ class EventSourceResponse(Response):
         self.retry_ms = retry_ms
         self.status_code = status_code
         self.background = None
+        #: Body bytes written so far (for the access log).
+        self.sent = 0
         self.raw_headers = _RAW_SSE_HEADERS
         if headers:
             self.raw_headers = [
@@ -123,46 +131,57 @@ class EventSourceResponse(Response):
             ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A plain asyncio watcher rather than a task group: an idle stream is the common case, and
-        # thousands of them make every object per stream count. The watcher cancels the writer when
-        # the client disconnects and then finishes normally, which tells that cancel from any other.
+        # An idle stream is the common case, and thousands of them make every object per stream count. The
+        # server of `ssehub serve` cancels the writer itself when the connection is lost (the extension
+        # DISCONNECT); under any other server a plain asyncio watcher waits for `http.disconnect` and does.
         writer = asyncio.current_task()
         assert writer is not None
-        watcher = asyncio.ensure_future(_watch_disconnect(receive, writer))
+        extensions = scope.get("extensions")
+        server = extensions.get(DISCONNECT) if extensions else None
+        watcher: asyncio.Future[None] | None = None
+        if server is not None:
+            server["task"] = writer
+        else:
+            watcher = asyncio.ensure_future(_watch_disconnect(receive, writer))
         try:
-            await self._stream(scope, send)
+            # A copy: middleware such as CORS appends to the headers of the message it is given.
+            await send({"type": "http.response.start", "status": self.status_code, "headers": list(self.raw_headers)})
+            opening = sse.encode(comment="ok", retry=self.retry_ms)
+            self.sent = len(opening)
+            await send({"type": "http.response.body", "body": opening, "more_body": True})
+            source = self.source
+            # Without a heartbeat, the source is iterated in this task (no second task per stream) and with nothing
+            # in between: the hub's chunks are bytes, which `_frame` passes on as they are.
+            chunks: AsyncIterable[Any] = (
+                source if self.heartbeat is None and isinstance(source, AsyncIterable) else self._produced(scope)
+            )
+            try:
+                async for item in chunks:
+                    chunk = _frame(item)
+                    self.sent += len(chunk)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                # An async generator's `finally` must run now, in this task, not whenever it is collected.
+                await _aclose(chunks)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
-            if not watcher.done() or watcher.cancelled():
-                raise  # cancelled from outside (the server is stopping): not ours to swallow
-            writer.uncancel()
+            # The watcher, or the server, cancels the writer when the client leaves, and says so (the watcher by
+            # finishing normally). Any other cancel (the server is stopping) is not ours to swallow.
+            if server is not None:
+                ours = server.get("lost", False)
+            else:
+                ours = watcher is not None and watcher.done() and not watcher.cancelled()
+            if not ours or writer.uncancel() > 0:
+                raise
         except OSError:  # the client went away while we were writing
             pass
         finally:
-            watcher.cancel()
+            if server is not None:
+                server.pop("task", None)
+            elif watcher is not None:
+                watcher.cancel()
 
-    async def _stream(self, scope: Scope, send: Send) -> None:
-        # A copy: middleware such as CORS appends to the headers of the message it is given.
-        await send({"type": "http.response.start", "status": self.status_code, "headers": list(self.raw_headers)})
-        opening = sse.encode(comment="ok", retry=self.retry_ms)
-        await send({"type": "http.response.body", "body": opening, "more_body": True})
-        chunks = self._chunks(scope)
-        try:
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        finally:
-            # An async generator's `finally` must run now, in this task, not whenever it is collected.
-            await chunks.aclose()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _chunks(self, scope: Scope) -> AsyncGenerator[bytes, None]:
-        source = self.source
-        if self.heartbeat is None and isinstance(source, AsyncIterable):
-            try:
-                async for item in source:
-                    yield _frame(item)
-            finally:
-                await _aclose(source)
-            return
+    async def _produced(self, scope: Scope) -> AsyncGenerator[bytes, None]:
         # A producer task runs the handler (or the iterable) at most one event ahead of the socket,
         # so the writer can wait for the next event and for the heartbeat at once.
         queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)

@@ -116,11 +116,14 @@ class SubscriptionResponse(Response):
         self.until = until
         self.status_code = 200
         self.background = None
+        #: What it answered, once it has (0: nothing yet), and the body bytes it wrote: for the access log.
+        self.answered = 0
+        self.sent = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        begun = False
         config = self.hub.config
         sub: Subscription | None = None
+        stream: EventSourceResponse | None = None
         try:
             async with self.hub.subscription(self.topic, self.after) as sub:
                 scope[STREAM_KEY] = sub  # for the access log
@@ -128,13 +131,13 @@ class SubscriptionResponse(Response):
                 if self.reading is None:
                     # A 204 is for good (EventSource stops): check the store first when another process shares it.
                     if sub.finished and await sub.sync(sub.cursor) and sub.finished:
-                        await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
+                        await self._answer(Response(status_code=204, headers=self.headers_given), scope, receive, send)
                         return
                     # No heartbeat of the response's own: the hub sends keep-alives from one clock for every stream.
                     stream = EventSourceResponse(
                         sub.chunks(self.until), heartbeat=None, retry_ms=config.retry_ms, headers=self.headers_given
                     )
-                    begun = True
+                    self.answered = 200
                     await stream(scope, receive, send)
                     return
                 # Whether the reader gets anything is known once its encoder has caught up with the log: the
@@ -142,13 +145,13 @@ class SubscriptionResponse(Response):
                 async with contextlib.aclosing(_frames(sub, self.reading, config, self.until)) as frames:
                     first = await anext(frames, None)
                     if first is None:
-                        await Response(status_code=204, headers=self.headers_given)(scope, receive, send)
+                        await self._answer(Response(status_code=204, headers=self.headers_given), scope, receive, send)
                         return
                     headers = {**(self.headers_given or {}), **self.reading.encoder(Cursor()).headers}
                     stream = EventSourceResponse(
                         _starting_with(first, frames), heartbeat=None, retry_ms=config.retry_ms, headers=headers
                     )
-                    begun = True
+                    self.answered = 200
                     await stream(scope, receive, send)
         except asyncio.CancelledError:
             if sub is None or not sub.stalled():
@@ -161,10 +164,17 @@ class SubscriptionResponse(Response):
                 server_log.addFilter(_CUT_STREAMS)
             _CUT_STREAMS.pending += 1
         except SSEHubError as exc:
-            if begun:
+            if self.answered:
                 raise  # the answer has begun: too late for an error status
             # E.g. the store is unreachable: nothing has been sent yet, so say so, as any other endpoint would.
-            await response_for(exc, scope["method"], scope["path"])(scope, receive, send)
+            await self._answer(response_for(exc, scope["method"], scope["path"]), scope, receive, send)
+        finally:
+            if stream is not None:
+                self.sent = stream.sent
+
+    async def _answer(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
+        self.answered, self.sent = response.status_code, len(response.body)
+        await response(scope, receive, send)
 
 
 async def _starting_with(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
