@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import random
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -277,6 +278,33 @@ def test_sync_client(server: Start) -> None:
         client.delete_topic("sync/a")
         with pytest.raises(TopicNotFound):
             client.topic("sync/a")
+
+
+async def test_leaving_a_subscription_early_closes_the_client_generators_under_it(server: Start) -> None:
+    # One left to the garbage collector is closed in a task of its own, which a loop that stops
+    # next (the sync client's, after Ctrl-C) never runs: "Task was destroyed but it is pending".
+    srv = server("--store", "memory://", "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
+    hooks = sys.get_asyncgen_hooks()
+    collected: list[str] = []
+
+    def finalizer(agen: Any) -> None:
+        collected.append(agen.__qualname__)
+        assert hooks.finalizer is not None
+        hooks.finalizer(agen)
+
+    sys.set_asyncgen_hooks(firstiter=hooks.firstiter, finalizer=finalizer)
+    try:
+        async with AsyncClient(srv.url) as client:
+            await client.publish("early", "log", 1)
+            run_id = (await client.start_run("chat", {"message": "hi"}))["id"]
+            for events in (client.subscribe("early", after=0), client.subscribe_run(run_id)):
+                assert (await anext(events)).id == 1
+                await events.aclose()  # what leaving an `async for` early does
+                del events
+            await client.cancel_run(run_id)
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert [name for name in collected if name.startswith("AsyncClient.")] == []
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:

@@ -29,7 +29,7 @@ import random
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -444,8 +444,9 @@ class AsyncClient:
 
     async def subscribe_run(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
         """The run's events after ``after`` (from the start by default), resumed like `subscribe`, until it ends."""
-        async for event in self._follow(self._run_path(run_id, "/events"), after):
-            yield event
+        async with contextlib.aclosing(self._follow(self._run_path(run_id, "/events"), after)) as events:
+            async for event in events:
+                yield event
 
     # -- subscribing -----------------------------------------------------------------------------------------
 
@@ -466,10 +467,13 @@ class AsyncClient:
                 after = (await self.topic(topic)).last_id
             except TopicNotFound:
                 after = 0  # everything it will ever hold is new
-        async for event in self._follow(path, after):
-            yield event
+        # An inner generator is closed here, not left to the garbage collector: that would close
+        # it in a task of its own, which a loop that stops next (the sync client's) never runs.
+        async with contextlib.aclosing(self._follow(path, after)) as events:
+            async for event in events:
+                yield event
 
-    async def _follow(self, path: str, after: int) -> AsyncIterator[Event]:
+    async def _follow(self, path: str, after: int) -> AsyncGenerator[Event, None]:
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             raise InvalidCursor(f"after must be a non-negative integer, got {after!r}")
         cursor = after
@@ -716,6 +720,9 @@ class Client:
         self._closed = True
         try:
             self._call(self._async.aclose())
+            # What a caller left unfinished (an iterator not run to its end) is closed on the loop
+            # while it still runs; a generator closed after the loop has stopped never finishes.
+            self._call(self._loop.shutdown_asyncgens())
         finally:
             self._stop_loop()
 
