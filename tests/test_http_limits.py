@@ -116,6 +116,11 @@ def test_the_uvicorn_internals_it_builds_on_are_the_ones_it_was_written_for() ->
     assert "self.parser.feed_data(data)" in source and "self.send_400_response(msg)" in source
     assert httptools_impl.STATUS_LINE[431].startswith(b"HTTP/1.1 431 ")
     assert issubclass(LimitedHttpProtocol, protocol)
+    # A cycle's transport is what ssehub.connections._OneWrite offers; a head is written whole, in one write.
+    cycle_source = inspect.getsource(httptools_impl.RequestResponseCycle)
+    assert set(re.findall(r"self\.transport\.(\w+)", cycle_source)) == {"write", "close", "is_closing"}
+    assert "transport=self.transport" in inspect.getsource(protocol.on_headers_complete)
+    assert 'content.append(b"\\r\\n")\n            self.transport.write(b"".join(content))' in cycle_source
     # The scope a request gets is made in on_message_begin, without extensions of uvicorn's own.
     begin = inspect.getsource(protocol.on_message_begin)
     assert "self.scope = {" in begin and "extensions" not in begin
@@ -353,3 +358,40 @@ def test_an_idle_stream_whose_client_hangs_up_is_let_go_at_once(hub: Start) -> N
         got = b""
         while b"still here" not in got:
             got += s.recv(65536)
+
+
+async def test_an_answer_given_in_one_go_is_written_in_one_write() -> None:
+    """uvicorn writes a head when the answer starts and the body with the next message; `_OneWrite` joins them.
+    A head that nothing follows in the same turn of the loop still goes out, and order is always kept."""
+    import asyncio
+
+    from ssehub.connections import _OneWrite
+
+    class Transport:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def close(self) -> None:
+            self.closed = True
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+    transport = Transport()
+    writes = _OneWrite(transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+    writes.write(head)
+    writes.write(b"{}")
+    assert transport.writes == [head + b"{}"]
+    writes.write(head)  # a stream's head, its body not yet there
+    assert transport.writes == [head + b"{}"]
+    await asyncio.sleep(0)
+    assert transport.writes == [head + b"{}", head]
+    writes.write(b"5\r\nhello\r\n")  # a body chunk goes out at once
+    writes.write(head)
+    writes.close()  # a held head goes out before the close
+    assert transport.writes[2:] == [b"5\r\nhello\r\n", head] and transport.closed

@@ -19,6 +19,10 @@ Every request's scope also gets the ASGI extension `ssehub.disconnect` (`ssehub.
 that streams for as long as the client stays registers its task there, and the connection cancels it
 when it is lost. An idle stream then needs no second task waiting for `http.disconnect`.
 
+A request's answer is written through `_OneWrite`, which holds its status line and headers back until the
+first bytes of its body: an answer written whole (a publish's JSON, a stream's opening) then goes out in one
+write, one segment and one wake of the client, instead of two.
+
 The keep-alive timeout between requests is uvicorn's own (`timeout_keep_alive`). Each refusal is the
 hub's JSON error (`{"error": {"code", "message"}}`) with `connection: close`; then the connection is
 half-closed and what the client still sends is read and dropped for `linger` seconds, so that closing
@@ -115,6 +119,47 @@ def _client_key(host: str) -> str:
     return str(address)
 
 
+class _OneWrite:
+    """The transport as a request's cycle sees it (uvicorn's cycle writes, closes and asks `is_closing`).
+
+    uvicorn writes a response's head as soon as the app starts the answer, and its body with the next
+    message: two sends for an answer the app gives in one go. The head is held here and goes out with the
+    next write, or at the end of the loop's turn if no other write comes in it. Order is kept: a held
+    head always goes first.
+    """
+
+    __slots__ = ("_head", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport, self._loop = transport, loop
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+        elif data.startswith(b"HTTP/1.1 ") and data.endswith(b"\r\n\r\n"):  # uvicorn's one write of a head
+            self._head = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not self._transport.is_closing():
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol under `Limits`; one class per server (see `limited_protocol`)."""
 
@@ -132,6 +177,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         "_in_head",
         "_refused",
         "_timer",
+        "_writes",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -139,6 +185,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         #: The `DISCONNECT` extension of this connection's requests.
         self._disconnect: dict[object, object] = {}
         self._extensions: dict[str, dict[object, object]] = {DISCONNECT: self._disconnect}
+        self._writes: _OneWrite | None = None
         self._timer: asyncio.TimerHandle | None = None
         #: Between the first byte of a request and the end of its headers.
         self._in_head = False
@@ -159,6 +206,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._writes = _OneWrite(transport, self.loop)
         limits, census = self.limits, self.census
         host = self.client[0] if self.client else ""
         key = _client_key(host)
@@ -263,6 +311,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._disarm()
         super().on_headers_complete()
+        if self.cycle is not None and self._writes is not None:
+            self.cycle.transport = self._writes  # type: ignore[assignment]
         if self.cycle is not None and not self.parser.should_upgrade():
             # Until on_message_complete: a request without a body completes in this same read.
             self._arm(self.limits.body_timeout, self._body_timed_out)
