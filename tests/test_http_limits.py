@@ -3,6 +3,7 @@ before its request reaches the hub."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import re
@@ -18,7 +19,7 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http import httptools_impl
 
-from ssehub.connections import LimitedHttpProtocol
+from ssehub.connections import LimitedHttpProtocol, _OneWrite
 from support import ServerProcess, redis_prefix
 
 Start = Callable[..., ServerProcess]
@@ -363,9 +364,6 @@ def test_an_idle_stream_whose_client_hangs_up_is_let_go_at_once(hub: Start) -> N
 async def test_an_answer_given_in_one_go_is_written_in_one_write() -> None:
     """uvicorn writes a head when the answer starts and the body with the next message; `_OneWrite` joins them.
     A head that nothing follows in the same turn of the loop still goes out, and order is always kept."""
-    import asyncio
-
-    from ssehub.connections import _OneWrite
 
     class Transport:
         def __init__(self) -> None:

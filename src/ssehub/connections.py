@@ -185,7 +185,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         #: The `DISCONNECT` extension of this connection's requests.
         self._disconnect: dict[object, object] = {}
         self._extensions: dict[str, dict[object, object]] = {DISCONNECT: self._disconnect}
-        self._writes: _OneWrite | None = None
         self._timer: asyncio.TimerHandle | None = None
         #: Between the first byte of a request and the end of its headers.
         self._in_head = False
@@ -206,7 +205,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._writes = _OneWrite(transport, self.loop)
+        #: What each request's cycle writes to (see `_OneWrite`).
+        self._writes: _OneWrite = _OneWrite(transport, self.loop)
         limits, census = self.limits, self.census
         host = self.client[0] if self.client else ""
         key = _client_key(host)
@@ -311,11 +311,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         self._disarm()
         super().on_headers_complete()
-        if self.cycle is not None and self._writes is not None:
-            self.cycle.transport = self._writes  # type: ignore[assignment]
-        if self.cycle is not None and not self.parser.should_upgrade():
-            # Until on_message_complete: a request without a body completes in this same read.
-            self._arm(self.limits.body_timeout, self._body_timed_out)
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.transport = self._writes  # type: ignore[assignment]
+            if not self.parser.should_upgrade():
+                # Until on_message_complete: a request without a body completes in this same read.
+                self._arm(self.limits.body_timeout, self._body_timed_out)
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
