@@ -10,16 +10,19 @@ import re
 import select
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import httptools
 import httpx
 import pytest
 import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http import httptools_impl
 
-from ssehub.connections import LimitedHttpProtocol, _OneWrite
+from ssehub.asgi.responses import Answer
+from ssehub.connections import LimitedHttpProtocol, Limits, _OneWrite, limited_protocol
 from support import ServerProcess, redis_prefix
 
 Start = Callable[..., ServerProcess]
@@ -112,6 +115,14 @@ def test_the_uvicorn_internals_it_builds_on_are_the_ones_it_was_written_for() ->
         assert f"self.{attr} =" in cycle, attr
     assert "self.message_event = message_event" in cycle
     assert "self.read_paused" in inspect.getsource(httptools_impl.FlowControl.__init__)
+    # The shortcut (LimitedHttpProtocol._answer) starts in place of uvicorn's task and writes as its `send` does.
+    assert "self._start_asgi_task(self.cycle, app)" in inspect.getsource(protocol.on_headers_complete)
+    assert "self._start_asgi_task(cycle, app)" in inspect.getsource(protocol.on_response_complete)
+    for attr in ("default_headers", "keep_alive", "flow", "logger", "on_response"):
+        assert f"self.{attr} = " in cycle, attr
+    for attr in ("self.access_log = ", "self.config = ", "self.app = ", "self.tasks = "):
+        assert attr in init, attr
+    assert "self.trusted_hosts = " in inspect.getsource(ProxyHeadersMiddleware.__init__)
     # The body of uvicorn's data_received is what LimitedHttpProtocol.data_received repeats around its count.
     source = inspect.getsource(protocol.data_received)
     assert "self.parser.feed_data(data)" in source and "self.send_400_response(msg)" in source
@@ -393,3 +404,109 @@ async def test_an_answer_given_in_one_go_is_written_in_one_write() -> None:
     writes.write(head)
     writes.close()  # a held head goes out before the close
     assert transport.writes[2:] == [b"5\r\nhello\r\n", head] and transport.closed
+
+
+class Shortcutting:
+    """An app that offers a shortcut for `POST /fast` (its answer `fast:<body>`) and `/boom` (which raises), and
+    answers every other request itself (`slow:<body>`)."""
+
+    def shortcut(self, scope: Any, receive: Any) -> Coroutine[Any, Any, Answer] | None:
+        if scope["method"] == "POST" and scope["path"] in ("/fast", "/boom"):
+            return self._answer(scope, receive)
+        return None
+
+    async def _answer(self, scope: Any, receive: Any) -> Answer:
+        body = await self._body(receive)
+        if scope["path"] == "/boom":
+            raise RuntimeError("boom")
+        return 200, [(b"content-length", b"%d" % (len(body) + 5))], b"fast:" + body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b"slow:" + await self._body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    async def _body(receive: Any) -> bytes:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                return body
+
+
+@pytest.fixture
+async def shortcutting() -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection to uvicorn serving `Shortcutting` over LimitedHttpProtocol, as `ssehub serve` runs it."""
+    config = uvicorn.Config(
+        Shortcutting(),
+        port=0,
+        http=limited_protocol(Limits()),
+        lifespan="off",
+        log_config=None,
+        ws="none",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        server.should_exit = True
+        await serving
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    status, headers, _ = answer(await reader.readuntil(b"\r\n\r\n"))
+    return status, headers, await reader.readexactly(int(headers["content-length"]))
+
+
+def post(path: str, body: bytes, *headers: str, version: str = "1.1") -> bytes:
+    head = [f"POST {path} HTTP/{version}", "Host: 127.0.0.1", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def test_a_shortcut_answers_in_order_among_pipelined_requests(shortcutting: Any) -> None:
+    reader, writer = shortcutting
+    writer.write(post("/fast", b"a") + post("/other", b"b") + post("/fast", b"c") + post("/fast", b"d"))
+    bodies = []
+    for _ in range(4):
+        status, headers, body = await read_answer(reader)
+        assert status == 200 and {"date", "server"} <= set(headers) and "connection" not in headers
+        bodies.append(body)
+    assert bodies == [b"fast:a", b"slow:b", b"fast:c", b"fast:d"]
+
+
+async def test_a_shortcut_keeps_to_connection_close_and_http_1_0(shortcutting: Any) -> None:
+    reader, writer = shortcutting
+    writer.write(post("/fast", b"x", "Connection: close"))
+    status, headers, body = await read_answer(reader)
+    assert (status, headers["connection"], body) == (200, "close", b"fast:x")
+    assert await reader.read() == b""  # closed after the answer
+
+
+async def test_a_shortcut_answers_expect_100_continue(shortcutting: Any) -> None:
+    reader, writer = shortcutting
+    head = post("/fast", b"", "Expect: 100-continue").replace(b"Content-Length: 0", b"Content-Length: 4")
+    writer.write(head)
+    assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"body")
+    assert (await read_answer(reader))[2] == b"fast:body"
+
+
+async def test_a_shortcut_that_raises_is_a_500_and_a_forwarded_request_is_left_to_the_app(shortcutting: Any) -> None:
+    reader, writer = shortcutting
+    # From a trusted proxy (loopback), uvicorn's ProxyHeadersMiddleware must see the request: no shortcut.
+    writer.write(post("/fast", b"p", "X-Forwarded-For: 203.0.113.9"))
+    assert (await read_answer(reader))[2] == b"slow:p"
+    writer.write(post("/boom", b"z"))
+    status, headers, body = await read_answer(reader)
+    assert (status, headers["connection"], body) == (500, "close", b"Internal Server Error")

@@ -141,9 +141,9 @@ async def test_the_subject_hook_of_access_control(caplog: pytest.LogCaptureFixtu
 
 
 def test_field_rendering() -> None:
-    assert plain_fields({"a": 1, "b": "x y", "c": None, "d": 0.123456, "e": "", "f": [1]}) == (
-        'a=1 b="x y" d=0.123 e="" f=[1]'
-    )
+    fields = {"a": 1, "b": "x y", "c": None, "d": 0.123456, "e": "", "f": [1], "g": True, "h": float("inf"), "i": "/p"}
+    for _ in range(2):  # the second time, the strings as written before
+        assert plain_fields(fields) == 'a=1 b="x y" d=0.123 e="" f=[1] g=true h=Infinity i=/p'
     logger = logging.getLogger("ssehub.test-fields")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()

@@ -23,6 +23,11 @@ A request's answer is written through `_OneWrite`, which holds its status line a
 first bytes of its body: an answer written whole (a publish's JSON, a stream's opening) then goes out in one
 write, one segment and one wake of the client, instead of two.
 
+An app may also offer the connection a shortcut (`Shortcut`, as its attribute `shortcut`): for a request it
+answers whole (a publish), the coroutine of that answer, which the connection runs in place of the ASGI cycle
+and writes in one go, as uvicorn would have written the same answer from `send`. The hub's publish takes it:
+an ASGI request costs about as much again as the hub's own work for a token.
+
 The keep-alive timeout between requests is uvicorn's own (`timeout_keep_alive`). Each refusal is the
 hub's JSON error (`{"error": {"code", "message"}}`) with `connection: close`; then the connection is
 half-closed and what the client still sends is read and dropped for `linger` seconds, so that closing
@@ -42,16 +47,18 @@ import ipaddress
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from starlette.types import Receive, Scope
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
-from .asgi.responses import DISCONNECT
+from .asgi.responses import DISCONNECT, Answer
 
-__all__ = ["Census", "Limits", "LimitedHttpProtocol", "limited_protocol", "parse_networks"]
+__all__ = ["Answer", "Census", "Limits", "LimitedHttpProtocol", "Shortcut", "limited_protocol", "parse_networks"]
 
 log = logging.getLogger("ssehub.connections")
 
@@ -102,6 +109,29 @@ class Census:
     by_client: Counter[str] = field(default_factory=Counter)
     #: For each kind of log line: when it was last written, and how many like it were not written since.
     said: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+
+class Shortcut(Protocol):
+    """What an app offers as its attribute `shortcut`: given a request whose head has arrived, and the
+    `receive` of its body, the coroutine of its whole answer, or None to leave the request to the app."""
+
+    def __call__(self, scope: Scope, receive: Receive) -> Awaitable[Answer] | None: ...
+
+
+def _shortcut_of(app: object) -> Shortcut | None:
+    # uvicorn wraps the app in ProxyHeadersMiddleware (proxy_headers, on by default); any other wrapper (a
+    # trace log's) is an app of its own, and every request goes through it.
+    inner = app.app if isinstance(app, ProxyHeadersMiddleware) else app
+    shortcut: Shortcut | None = getattr(inner, "shortcut", None)
+    return shortcut
+
+
+def _forwarded(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request carries what ProxyHeadersMiddleware reads (it would rewrite the client or scheme)."""
+    for name, _ in headers:  # noqa: SIM110 (a loop, not any() over a generator: it runs once per request)
+        if name == b"x-forwarded-for" or name == b"x-forwarded-proto":
+            return True
+    return False
 
 
 class _Refused(Exception):
@@ -176,6 +206,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         "_head_read",
         "_in_head",
         "_refused",
+        "_shortcut",
         "_timer",
         "_writes",
     )
@@ -195,6 +226,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._refused = False
         #: The address this connection is counted under in the census, once admitted.
         self._admitted: str | None = None
+        #: The app's shortcut, taken only when uvicorn's cycle would do nothing it does not (see `_start_asgi_task`).
+        self._shortcut = _shortcut_of(self.app) if not (self.config.reset_contextvars or self.access_log) else None
 
     @property
     def refused(self) -> bool:
@@ -325,6 +358,55 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    # -- the shortcut ------------------------------------------------------------------------------------------
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        shortcut = self._shortcut
+        if shortcut is not None and app is self.app:  # not uvicorn's 503 of --limit-concurrency
+            scope: Any = cycle.scope  # uvicorn's typed dicts, which Starlette's types do not name
+            trusted = not isinstance(app, ProxyHeadersMiddleware) or self._trusts_forwarding(app)
+            answer = None if trusted and _forwarded(scope["headers"]) else shortcut(scope, cycle.receive)  # type: ignore[arg-type]
+            if answer is not None:
+                task = self.loop.create_task(self._answer(cycle, answer))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
+        super()._start_asgi_task(cycle, app)
+
+    def _trusts_forwarding(self, app: ProxyHeadersMiddleware) -> bool:
+        """Whether ProxyHeadersMiddleware would read this connection's X-Forwarded headers."""
+        return (self.client[0] if self.client else None) in app.trusted_hosts
+
+    async def _answer(self, cycle: RequestResponseCycle, answer: Awaitable[Answer]) -> None:
+        """Run a shortcut's answer and write it as uvicorn's cycle writes the same answer given to `send`."""
+        try:
+            status, headers, body = await answer
+        except Exception as exc:
+            cycle.logger.error("Exception in ASGI application\n", exc_info=exc)
+            if not cycle.response_started:
+                await cycle.send_500_response()
+            return
+        if cycle.flow.write_paused and not cycle.disconnected:
+            await cycle.flow.drain()
+        if cycle.disconnected or cycle.response_started:
+            return
+        cycle.response_started = True
+        cycle.waiting_for_100_continue = False
+        content, closing = [STATUS_LINE[status]], False
+        for name, value in (*cycle.default_headers, *headers):
+            closing = closing or (name == b"connection" and b"close" in value.lower())
+            content += (name, b": ", value, b"\r\n")
+        if not cycle.keep_alive and not closing:
+            content.append(b"connection: close\r\n")
+        cycle.keep_alive = cycle.keep_alive and not closing
+        content += (b"\r\n", body)
+        self.transport.write(b"".join(content))
+        cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        cycle.on_response()
 
     # -- the limits --------------------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ __all__ = [
 
 FORMATS = ("plain", "json")
 _PLAIN = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_LEVEL_NAMES = {level: logging.getLevelName(level) for level in (logging.DEBUG, logging.INFO, logging.WARNING)}
 
 
 # A value is quoted only when a reader could not tell where it ends.
@@ -44,27 +45,43 @@ _NEEDS_QUOTES = re.compile(r'[ "=\n\\]')
 
 
 def _plain_value(value: Any) -> str:
-    # The common types first, without json.dumps: an access line per request makes this a hot path.
-    kind = type(value)
-    text: str
-    if kind is str:
-        text = value
-    elif kind is int:
-        return str(value)
-    elif kind is float and math.isfinite(value):
-        return repr(round(value, 3))
-    else:
-        if isinstance(value, float):
-            value = round(value, 3)
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, float):
+        value = round(value, 3)
+        if math.isfinite(value):
+            return repr(value)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if text == "" or _NEEDS_QUOTES.search(text) is not None:
         return json.dumps(text, ensure_ascii=False)
     return text
 
 
+#: Strings as `_plain_value` writes them: an access line per request writes the same methods, paths and
+#: addresses over and over, and a look-up here costs less than the search for a character to quote.
+_written: dict[str, str] = {}
+
+
+def _plain_text(text: str) -> str:
+    written = _written.get(text)
+    if written is None:
+        written = _plain_value(text)
+        if len(_written) >= 4096:
+            _written.clear()  # a bound on what a stream of distinct paths may keep
+        _written[text] = written
+    return written
+
+
 def plain_fields(fields: Mapping[str, Any]) -> str:
     """`key=value` pairs, in order; None values are left out."""
-    return " ".join([f"{key}={_plain_value(value)}" for key, value in fields.items() if value is not None])
+    # The common types without a call each (a hot path: see `_written`).
+    return " ".join(
+        [
+            f"{key}={value}"
+            if type(value) is int
+            else f"{key}={_plain_text(value) if type(value) is str else _plain_value(value)}"
+            for key, value in fields.items()
+            if value is not None
+        ]
+    )
 
 
 class _Fields:
@@ -147,7 +164,8 @@ class PlainFormatter(logging.Formatter):
 
     def line(self, created: float, level: int, name: str, what: str, fields: Mapping[str, Any]) -> str:
         """What `format` makes of a record of `log_fields`, from its parts."""
-        return f"{self.stamp(created)} {logging.getLevelName(level)} {name}: {what} {plain_fields(fields)}"
+        level_name = _LEVEL_NAMES.get(level) or logging.getLevelName(level)
+        return f"{self.stamp(created)} {level_name} {name}: {what} {plain_fields(fields)}"
 
 
 class JSONFormatter(logging.Formatter):

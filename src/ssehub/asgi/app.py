@@ -22,13 +22,18 @@ every token and every reader takes. `HubApp` recognises their paths with two
 string tests and calls them directly, without Starlette's router and middleware
 stack; everything else is a plain Starlette app behind it, whose state (`.state`)
 and lifespan are the app's.
+
+Under `ssehub serve`, a publish goes one step further: the connection asks the app's
+`shortcut` for the publish's whole answer and writes it itself, without uvicorn's ASGI cycle
+(`ssehub.connections.Shortcut`). Mounted elsewhere, the same answer goes through `send`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -47,6 +52,7 @@ from .chat import chat_routes
 from .errors import EXCEPTION_HANDLERS, response_for
 from .metrics import metrics_routes
 from .requests import OFFLOAD_KEY, Offload
+from .responses import Answer
 from .static import client_routes
 from .subscriptions import SubscriptionResponse
 from .topics import TopicEndpoints
@@ -101,18 +107,30 @@ class HubApp:
             # takes the common path below, which answers it.
             if _is_topic_events(path) and method in _HOT and self.access.screen(scope) is None:
                 topic = path[len(_PREFIX) : -len(_SUFFIX)]
-                send = self.access.cors(scope, send)
                 if method == "POST":
-                    await self._publish(scope, receive, send, topic)
+                    status, headers, body = await self._publish(scope, receive, topic)
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
                 else:
-                    await self._subscribe(scope, receive, send, topic)
+                    await self._subscribe(scope, receive, self.access.cors(scope, send), topic)
                 return
         if self.access_log and scope["type"] == "http":
             await log_access(self._dispatch, scope, receive, send)
         else:
             await self._dispatch(scope, receive, send)
 
-    async def _publish(self, scope: Scope, receive: Receive, send: Send, topic: str) -> None:
+    def shortcut(self, scope: Scope, receive: Receive) -> Coroutine[Any, Any, Answer] | None:
+        """A publish's answer, for `ssehub serve`'s connections to write whole without the ASGI cycle (see
+        `ssehub.connections.Shortcut`); None for any other request, or one the screen refuses."""
+        if scope["method"] != "POST":
+            return None
+        path = _route_path(scope)
+        if not _is_topic_events(path) or self.access.screen(scope) is not None:
+            return None
+        return self._publish(scope, receive, path[len(_PREFIX) : -len(_SUFFIX)])
+
+    async def _publish(self, scope: Scope, receive: Receive, topic: str) -> Answer:
+        """The whole answer of a publish (every kind of body is answered whole, a stream's once it has ended)."""
         started = time.perf_counter()
         status, body = 0, b""
         scope[OFFLOAD_KEY] = self.offload
@@ -124,11 +142,10 @@ class HubApp:
             if isinstance(answer, bytes):
                 status, body = 200, answer
                 headers = [(b"content-length", b"%d" % len(body)), _JSON]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-            else:  # an error, or the answer of a streamed publish
-                status, body = answer.status_code, bytes(answer.body)
-                await answer(scope, receive, send)
+            else:  # an error, or the report of a streamed publish
+                status, body, headers = answer.status_code, bytes(answer.body), answer.raw_headers
+            cors = self.access.cors_headers(scope)
+            return status, headers + cors if cors else headers, body
         finally:
             if self.access_log:
                 log_request(scope, status, len(body) if status else 0, started)

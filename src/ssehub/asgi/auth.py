@@ -157,12 +157,9 @@ class Access:
 
     def cors(self, scope: Scope, send: Send) -> Send:
         """`send`, adding the CORS headers to the answer when the request comes from an allowed origin."""
-        if not self._cors:
+        extra = self.cors_headers(scope)
+        if not extra:
             return send
-        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
-        if origin is None or not self._cross_origin_allowed(origin.decode("latin-1")):
-            return send
-        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self._cors_headers(origin.decode()).items()]
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -170,6 +167,15 @@ class Access:
             await send(message)
 
         return send_with_cors
+
+    def cors_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        """The CORS headers of the answer to a request from an allowed origin; none for any other."""
+        if not self._cors:
+            return []
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None or not self._cross_origin_allowed(origin.decode("latin-1")):
+            return []
+        return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self._cors_headers(origin.decode()).items()]
 
     def _cross_origin_allowed(self, origin: str) -> bool:
         if self.any_origin:

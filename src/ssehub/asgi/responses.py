@@ -39,7 +39,7 @@ from starlette.types import Receive, Scope, Send
 
 from .. import sse
 
-__all__ = ["DISCONNECT", "SSE_HEADERS", "EventSourceResponse", "EventStream", "Handler", "error_response"]
+__all__ = ["DISCONNECT", "Answer", "SSE_HEADERS", "EventSourceResponse", "EventStream", "Handler", "error_response"]
 
 log = logging.getLogger("ssehub.asgi")
 
@@ -58,6 +58,10 @@ _END = object()  # the producer's last word to the writer
 #: a dict of the connection: a response sets its `"task"` there while it streams, and takes it out when it
 #: ends; when the connection is lost, the server sets `"lost": True` and cancels that task.
 DISCONNECT = "ssehub.disconnect"
+
+#: An answer given whole, as `ssehub.connections.Shortcut` takes it: its status, its headers (Content-Length
+#: among them) and its body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
