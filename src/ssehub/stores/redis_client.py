@@ -32,10 +32,10 @@ from redis.asyncio.connection import (
     UnixDomainSocketConnection,
     parse_url,
 )
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, TimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
-from redis.retry import Retry
 
 __all__ = ["Client", "NotSent", "SlowConnect", "open_client"]
 
