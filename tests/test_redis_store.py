@@ -196,6 +196,36 @@ async def test_local_and_remote_appends_are_reported_once_in_order(url: str) -> 
         assert [c.status for c in seen.changes if c.status] == ["completed"]
 
 
+async def test_a_topic_created_here_while_the_epochs_are_checked_is_not_taken_for_a_lost_log(url: str) -> None:
+    """The reader compares the epochs of the logs it follows with Redis's. An answer that left Redis before this
+    process created the topic (by an append, which tells the follow its epoch at once) is older than what the
+    follow knows: taken for a lost log, it would reset the topic's subscribers and show its first events twice."""
+    async with opened(url) as here:
+        seen = Recorder()
+        here.add_listener(seen)
+        await here.follow("t", 0)  # not created yet: a reader waits for it, as a subscriber does
+        check = here._epochs_script
+        interleaved = False
+
+        async def answered_before_the_append(**kwargs: object) -> object:
+            nonlocal interleaved
+            found = await check(**kwargs)
+            if not interleaved:
+                interleaved = True
+                await here.append("t", [ev(1)])  # the topic is created while the answer is on its way
+            return found
+
+        here._epochs_script = answered_before_the_append  # type: ignore[assignment]
+        await here._check_epochs(here._reader_of("t"))
+        assert interleaved
+        here._epochs_script = check
+        await here.append("t", [ev(2)])
+        await seen.until(lambda: 2 in seen.ids("t"))
+        await asyncio.sleep(0.1)
+        assert not [c for c in seen.changes if c.reset], seen.changes
+        assert seen.ids("t") == [1, 2]
+
+
 def command_calls(client: redis.Redis) -> int:
     stats = client.info("commandstats")
     return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")

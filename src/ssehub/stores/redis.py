@@ -862,15 +862,17 @@ class RedisStore(Store):
 
     async def _check_epochs(self, reader: _Reader) -> None:
         topics = list(reader.topics)
+        # What each follow knew when the check was sent: a follow that learned its epoch meanwhile (its topic
+        # created by an append of this process, say) knows better than an answer given before that.
+        asked = [(state, state.epoch if state else None) for state in map(self._follows.get, topics)]
         keys = [self._topic_key(t) for t in topics] + [self._log_key(t) for t in topics]
         found = await self._epochs_script(keys=keys, args=[], client=await self._reader_client(reader))
-        for topic, epoch in zip(topics, found, strict=True):
-            state = self._follows.get(topic)
-            if state is None or epoch == "?":
+        for topic, (state, known), epoch in zip(topics, asked, found, strict=True):
+            if state is None or self._follows.get(topic) is not state or state.epoch != known or epoch == "?":
                 continue
-            if state.epoch is None:
+            if known is None:
                 state.epoch = epoch or None
-            elif epoch != state.epoch:
+            elif epoch != known:
                 self._replaced(topic, epoch)
 
     def _report(self, topic: str, state: _Follow, entries: list[tuple[str, dict[str, str]]]) -> None:
