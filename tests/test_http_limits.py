@@ -4,8 +4,10 @@ before its request reaches the hub."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import logging
 import re
 import select
 import socket
@@ -21,6 +23,8 @@ import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http import httptools_impl
 
+from ssehub import Hub
+from ssehub.asgi import create_app
 from ssehub.asgi.responses import Answer
 from ssehub.connections import LimitedHttpProtocol, Limits, _OneWrite, limited_protocol
 from support import ServerProcess, redis_prefix
@@ -123,6 +127,11 @@ def test_the_uvicorn_internals_it_builds_on_are_the_ones_it_was_written_for() ->
     for attr in ("self.access_log = ", "self.config = ", "self.app = ", "self.tasks = "):
         assert attr in init, attr
     assert "self.trusted_hosts = " in inspect.getsource(ProxyHeadersMiddleware.__init__)
+    # A stream's writer (LimitedHttpProtocol._write_body) frames a body chunk as the cycle's `send` does.
+    assert "self.chunked_encoding: bool | None = None" in cycle
+    send = inspect.getsource(httptools_impl.RequestResponseCycle.send)
+    assert 'content = [b"%x\\r\\n" % len(body), body, b"\\r\\n"]' in send
+    assert "if self.flow.write_paused and not self.disconnected:" in send
     # The body of uvicorn's data_received is what LimitedHttpProtocol.data_received repeats around its count.
     source = inspect.getsource(protocol.data_received)
     assert "self.parser.feed_data(data)" in source and "self.send_400_response(msg)" in source
@@ -438,30 +447,38 @@ class Shortcutting:
                 return body
 
 
-@pytest.fixture
-async def shortcutting() -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    """A connection to uvicorn serving `Shortcutting` over LimitedHttpProtocol, as `ssehub serve` runs it."""
+@contextlib.asynccontextmanager
+async def serving(app: Any, lifespan: str = "off") -> AsyncIterator[int]:
+    """uvicorn serving `app` in this process over LimitedHttpProtocol, as `ssehub serve` runs it: its port."""
     config = uvicorn.Config(
-        Shortcutting(),
+        app,
         port=0,
         http=limited_protocol(Limits()),
-        lifespan="off",
+        lifespan=lifespan,
         log_config=None,
         ws="none",
         access_log=False,
     )
     server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        yield reader, writer
+        yield server.servers[0].sockets[0].getsockname()[1]
     finally:
-        writer.close()
         server.should_exit = True
-        await serving
+        await task
+
+
+@pytest.fixture
+async def shortcutting() -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection to uvicorn serving `Shortcutting` over LimitedHttpProtocol."""
+    async with serving(Shortcutting()) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            yield reader, writer
+        finally:
+            writer.close()
 
 
 async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -510,3 +527,60 @@ async def test_a_shortcut_that_raises_is_a_500_and_a_forwarded_request_is_left_t
     writer.write(post("/boom", b"z"))
     status, headers, body = await read_answer(reader)
     assert (status, headers["connection"], body) == (500, "close", b"Internal Server Error")
+
+
+async def read_chunk(reader: asyncio.StreamReader) -> bytes:
+    """One chunk of a chunked body."""
+    size = int(await reader.readuntil(b"\r\n"), 16)
+    chunk = await reader.readexactly(size + 2)
+    return chunk[:-2]
+
+
+async def test_a_streams_events_are_written_from_the_tails_wake_in_order_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under LimitedHttpProtocol a waiting stream's new events are written by the tail's wake itself
+    (`Subscription.take`, through the connection's writer), not by a task woken per event; once the reader's
+    socket is full, by the stream's task, which waits for it, as before. Either way every event arrives once,
+    in order, and the access log counts every byte."""
+    caplog.set_level(logging.INFO, "ssehub.access")
+    hub = Hub("memory://")
+    async with hub, serving(create_app(hub, access_log=True)) as port:
+        try:
+            client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}")
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # full soon, once it stops reading
+            sock.connect(("127.0.0.1", port))
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(b"GET /topics/t/events?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ") and b"transfer-encoding: chunked" in head
+            received = [await read_chunk(reader)]  # the opening
+            while not hub._subscriptions:
+                await asyncio.sleep(0.01)
+            (fast,) = hub._subscriptions
+            for i in range(1, 31):
+                assert (await client.post("/topics/t/events", content=b"token %d" % i)).json() == {"ids": [i]}
+                received.append(await read_chunk(reader))
+            assert fast.events_sent == 30 and fast.direct_bytes == len(b"".join(received[1:])), "written by the wake"
+
+            # The reader stops reading: its socket fills, and the stream's task takes over, waiting for the socket.
+            published = 30
+            while not fast.writing:
+                published += 1
+                assert published < 1000, "the socket never filled"
+                await client.post("/topics/t/events", content=b"x" * 100_000)
+            await client.post("/topics/t/close")
+            while chunk := await read_chunk(reader):
+                received.append(chunk)
+            body = b"".join(received)
+            ids = [int(i) for i in re.findall(rb"^id: (\d+)$", body, re.MULTILINE)]
+            assert ids == list(range(1, published + 1))
+            writer.close()
+            await client.aclose()
+            while not [r for r in caplog.records if "method=GET" in r.getMessage()]:
+                await asyncio.sleep(0.01)
+        finally:
+            hub.drain()  # else the server's shutdown waits for the streams still open
+    (line,) = [r.getMessage() for r in caplog.records if "method=GET" in r.getMessage()]
+    assert f"bytes={len(body)} " in line and f"events={published} " in line, line

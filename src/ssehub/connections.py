@@ -17,7 +17,9 @@ and any number of connections is accepted. `LimitedHttpProtocol` adds, per conne
 
 Every request's scope also gets the ASGI extension `ssehub.disconnect` (`ssehub.asgi.responses.DISCONNECT`): a response
 that streams for as long as the client stays registers its task there, and the connection cancels it
-when it is lost. An idle stream then needs no second task waiting for `http.disconnect`.
+when it is lost. An idle stream then needs no second task waiting for `http.disconnect`. The extension
+also gives a stream a writer of its body (`"writer"`) that writes at once, as `send` would, from outside
+its task: the hub's subscriptions write new events with it from the tail's wake, no task woken per event.
 
 A request's answer is written through `_OneWrite`, which holds its status line and headers back until the
 first bytes of its body: an answer written whole (a publish's JSON, a stream's opening) then goes out in one
@@ -43,11 +45,12 @@ loudly rather than here quietly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -206,6 +209,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         "_head_read",
         "_in_head",
         "_refused",
+        "_running",
         "_shortcut",
         "_timer",
         "_writes",
@@ -216,6 +220,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         #: The `DISCONNECT` extension of this connection's requests.
         self._disconnect: dict[object, object] = {}
         self._extensions: dict[str, dict[object, object]] = {DISCONNECT: self._disconnect}
+        self._disconnect["writer"] = self._body_writer
+        #: The cycle whose task was started last: the one a writer asked for in a request's task belongs to.
+        self._running: RequestResponseCycle | None = None
         self._timer: asyncio.TimerHandle | None = None
         #: Between the first byte of a request and the end of its headers.
         self._in_head = False
@@ -362,6 +369,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     # -- the shortcut ------------------------------------------------------------------------------------------
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._running = cycle
         shortcut = self._shortcut
         if shortcut is not None and app is self.app:  # not uvicorn's 503 of --limit-concurrency
             scope: Any = cycle.scope  # uvicorn's typed dicts, which Starlette's types do not name
@@ -407,6 +415,29 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if not cycle.keep_alive:
             self.transport.close()
         cycle.on_response()
+
+    # -- a stream's writes from outside its task ----------------------------------------------------------------
+
+    def _body_writer(self) -> Callable[[bytes], bool]:
+        """The `"writer"` of the DISCONNECT extension: called in a request's task, bound to that request's cycle
+        (a pipelined request's cycle is started only once the one before it has ended)."""
+        assert self._running is not None
+        return functools.partial(self._write_body, self._running)
+
+    def _write_body(self, cycle: RequestResponseCycle, data: bytes) -> bool:
+        """Write `data` as a chunk of `cycle`'s body, as uvicorn's `send` of `http.response.body` would, if the
+        socket takes it now; False (nothing written) for `send` to do it, waiting for the socket if need be."""
+        if (
+            not cycle.chunked_encoding  # a body of a given length: left to `send`, which counts it
+            or not cycle.response_started
+            or cycle.response_complete
+            or cycle.disconnected
+            or cycle.flow.write_paused
+            or self.transport.is_closing()
+        ):
+            return False
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        return True
 
     # -- the limits --------------------------------------------------------------------------------------------
 

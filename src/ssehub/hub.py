@@ -466,6 +466,10 @@ class Subscription:
 
     While it waits for its reader to take what it yielded, `writing` is when it began to (the loop's
     clock; 0 otherwise): the hub's tick cuts a subscription that has waited longer than `stall_timeout`.
+
+    `direct`, set by the response that writes `chunks()` to a socket, writes bytes there at once, or says it
+    cannot (the socket is not taking writes): while `chunks()` waits for the topic, the tail's wake hands
+    the new frames to it (`take`) rather than wake the task, and `direct_bytes` counts what it wrote.
     """
 
     def __init__(self, hub: Hub, tail: Tail, cursor: int) -> None:
@@ -480,6 +484,12 @@ class Subscription:
         #: The task that writes it to a socket, set by that writer (an HTTP response) so that `cut()` can end it;
         #: None (a subscription read in code of its own) is never cut.
         self.task: asyncio.Task[Any] | None = None
+        self.direct: Callable[[bytes], bool] | None = None
+        self.direct_bytes = 0
+        #: When `chunks()` last wrote (the loop's clock): a keep-alive goes out after `quiet` seconds of it.
+        self.sent_at = 0.0
+        #: The `until` of `chunks()`.
+        self.until: float | None = None
 
     def cut(self) -> None:
         """End a stream whose socket has stopped draining: cancel the task that writes it.
@@ -541,6 +551,35 @@ class Subscription:
             tail.last_id = max(tail.last_id, info.last_id)
         return True
 
+    def take(self) -> bool:
+        """The tail's wake while `chunks()` waits (`Tail.wait`): write what is new through `direct` and wait on.
+
+        False, to wake `chunks()` instead, whenever it has more to do than write frames: nothing new (the
+        tick: perhaps a keep-alive is due), the topic ended or replaced, the hub draining, the credentials
+        expired, frames gone from the tail, or a socket that cannot take them now (it is then written as
+        any other, awaiting the socket, where a stall is seen and cut).
+        """
+        tail, direct = self.tail, self.direct
+        if direct is None or tail.ended or self.generation != tail.generation or self.hub.draining:
+            return False
+        if self.until is not None and time.time() >= self.until:
+            return False
+        got = tail.after(self.cursor, self.hub.config.page_bytes)
+        if got is None or not got[0]:
+            return False
+        chunk, cursor = got
+        try:
+            if not direct(chunk):
+                return False
+        except Exception:  # it runs in the tail's callback, among other subscribers: never stop that
+            log.exception("writing the stream of %r failed", tail.name)
+            return False
+        self.events_sent += cursor - self.cursor
+        self.cursor = cursor
+        self.direct_bytes += len(chunk)
+        self.sent_at = asyncio.get_running_loop().time()
+        return True
+
     def expired(self) -> bytes:
         """The frame that ends a stream whose credentials expired: `event: auth_expired` with a `retry:` hint.
 
@@ -559,7 +598,7 @@ class Subscription:
         """
         hub, tail, config = self.hub, self.tail, self.hub.config
         loop = asyncio.get_running_loop()
-        sent = loop.time()  # when we last wrote: a keep-alive goes out after `quiet` seconds of it
+        self.until, self.sent_at = until, loop.time()
         if not await self.sync(self.cursor):
             self.ended = "store_unavailable"
             yield sse.encode_retry(config.retry_hint())
@@ -601,7 +640,7 @@ class Subscription:
                     yield chunk
                     self.writing = 0.0
                     self.events_sent += count  # counted once written: a cut write is not
-                    sent = loop.time()
+                    self.sent_at = loop.time()
                     continue
                 got = (b"", self.cursor)
             chunk, cursor = got
@@ -612,17 +651,17 @@ class Subscription:
                 yield chunk
                 self.writing = 0.0
                 self.events_sent += count
-                sent = loop.time()
+                self.sent_at = loop.time()
                 continue
             if tail.ended:
                 self.ended = "deleted" if tail.deleted else "closed"
                 return
-            if loop.time() - sent >= config.quiet:
+            if loop.time() - self.sent_at >= config.quiet:
                 self.writing = loop.time()
                 yield b": keep-alive\n\n"
                 self.writing = 0.0
-                sent = loop.time()
-            await tail.wait()
+                self.sent_at = loop.time()
+            await tail.wait(self if self.direct is not None else None)
         self.ended = self.ended or "draining"
         yield sse.encode_retry(config.retry_hint())
 

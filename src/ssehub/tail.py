@@ -7,7 +7,9 @@ readers of the other wire formats (`ssehub.formats`), which encode them their
 own way. Ids in the window are contiguous, so a cursor maps to a list
 index with a subtraction. Waiting subscribers are woken by one callback
 scheduled on the first push of a loop iteration, however many events arrive
-in it; publishing itself never touches a subscriber.
+in it; publishing itself never touches a subscriber. A subscriber that can
+write to its socket at once (a `Taker`) writes the new frames in that callback
+instead, and goes on waiting: no task runs per subscriber per event.
 
 The window is bounded twice: by count (`window` frames) and by bytes (`max_bytes`, counted as
 `nbytes`: each frame's length twice, for the frame and its event's text, plus a fixed overhead per
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from .events import Event
 from .formats.native import encode_event
@@ -52,6 +55,14 @@ def encode_page(events: Sequence[Event], max_bytes: int) -> tuple[bytes, int]:
     return b"".join(frames), len(frames)
 
 
+class Taker(Protocol):
+    """A waiter that may take what the tail has gained without being woken (see `Tail.wait`)."""
+
+    def take(self) -> bool:
+        """Take what is new now, in the wake's own callback, and wait on; False: wake me instead."""
+        ...
+
+
 class Tail:
     def __init__(self, name: str, window: int, max_bytes: int = 4 * 1024 * 1024) -> None:
         self.name = name
@@ -73,6 +84,7 @@ class Tail:
         self.subscribers = 0
         self.loaded: asyncio.Future[None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self._takers: list[tuple[asyncio.Future[None], Taker]] = []
         self._wake_scheduled = False
 
     def __repr__(self) -> str:
@@ -193,14 +205,31 @@ class Tail:
         for fut in waiters:
             if not fut.done():
                 fut.set_result(None)
+        if self._takers:
+            takers, self._takers = self._takers, []
+            for entry in takers:
+                fut, taker = entry
+                if fut.done():
+                    continue  # cancelled: its subscriber has gone
+                if taker.take():
+                    self._takers.append(entry)
+                else:
+                    fut.set_result(None)
 
-    def wait(self) -> asyncio.Future[None]:
+    def wait(self, taker: Taker | None = None) -> asyncio.Future[None]:
         """What to await until something changes, or until the hub's heartbeat tick.
 
         Each waiter has its own future: cheaper than a timeout and a shield per
         wait on the hot path, and a waiter that is cancelled affects no other.
         A plain future, not a coroutine around it: an idle subscriber holds one.
+
+        A `taker` is asked first, at each wake, whether it takes what is new itself (a subscriber
+        that writes the frames to its socket there and then): its future is then left waiting,
+        and no task of its own runs for the event. It is woken when it declines.
         """
         fut = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        if taker is None:
+            self._waiters.append(fut)
+        else:
+            self._takers.append((fut, taker))
         return fut

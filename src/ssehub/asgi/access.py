@@ -51,6 +51,9 @@ async def log_access(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
     try:
         await app(scope, receive, counting_send)
     finally:
+        stream = scope.get(STREAM_KEY)
+        if isinstance(stream, Subscription):
+            sent += stream.direct_bytes  # written from the tail's wake, not through `send`
         log_request(scope, status, sent, started)
 
 

@@ -56,7 +56,10 @@ _END = object()  # the producer's last word to the writer
 #: The ASGI extension by which the server tells a stream, without a task of the stream's own, that its client
 #: has gone (`ssehub serve`'s server provides it: `ssehub.connections`). `scope["extensions"][DISCONNECT]` is
 #: a dict of the connection: a response sets its `"task"` there while it streams, and takes it out when it
-#: ends; when the connection is lost, the server sets `"lost": True` and cancels that task.
+#: ends; when the connection is lost, the server sets `"lost": True` and cancels that task. Its `"writer"`,
+#: called in the response's task once the response has begun, gives a function that writes bytes of that
+#: response's body at once, outside any task (as `send` would write them), and returns False, writing nothing,
+#: when the socket cannot take them now (its buffer is full, or the client has gone): then `send` must.
 DISCONNECT = "ssehub.disconnect"
 
 #: An answer given whole, as `ssehub.connections.Shortcut` takes it: its status, its headers (Content-Length

@@ -29,7 +29,7 @@ from ..hub import Gap, Hub, Subscription
 from ..runs import RUN_PREFIX
 from .access import STREAM_KEY
 from .errors import response_for
-from .responses import EventSourceResponse
+from .responses import DISCONNECT, EventSourceResponse
 
 __all__ = ["AG_UI_META", "Reading", "SubscriptionResponse", "reading_for"]
 
@@ -138,6 +138,13 @@ class SubscriptionResponse(Response):
                         sub.chunks(self.until), heartbeat=None, retry_ms=config.retry_ms, headers=self.headers_given
                     )
                     self.answered = 200
+                    # Under `ssehub serve`, new events are written from the tail's wake (`Subscription.take`);
+                    # `chunks()` only offers them there once the stream has begun.
+                    extensions = scope.get("extensions")
+                    server = extensions.get(DISCONNECT) if extensions else None
+                    writer = server.get("writer") if server else None
+                    if callable(writer):
+                        sub.direct = writer()
                     await stream(scope, receive, send)
                     return
                 # Whether the reader gets anything is known once its encoder has caught up with the log: the
@@ -170,7 +177,7 @@ class SubscriptionResponse(Response):
             await self._answer(response_for(exc, scope["method"], scope["path"]), scope, receive, send)
         finally:
             if stream is not None:
-                self.sent = stream.sent
+                self.sent = stream.sent + (sub.direct_bytes if sub is not None else 0)
 
     async def _answer(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         self.answered, self.sent = response.status_code, len(response.body)
