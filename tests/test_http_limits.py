@@ -26,6 +26,7 @@ from uvicorn.protocols.http import httptools_impl
 from ssehub import Hub
 from ssehub.asgi import create_app
 from ssehub.asgi.responses import Answer
+from ssehub.config import HubConfig
 from ssehub.connections import LimitedHttpProtocol, Limits, _OneWrite, limited_protocol
 from support import ServerProcess, redis_prefix
 
@@ -544,7 +545,7 @@ async def test_a_streams_events_are_written_from_the_tails_wake_in_order_and_cou
     socket is full, by the stream's task, which waits for it, as before. Either way every event arrives once,
     in order, and the access log counts every byte."""
     caplog.set_level(logging.INFO, "ssehub.access")
-    hub = Hub("memory://")
+    hub = Hub("memory://", HubConfig(page_bytes=4096))
     async with hub, serving(create_app(hub, access_log=True)) as port:
         try:
             client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}")
@@ -563,9 +564,17 @@ async def test_a_streams_events_are_written_from_the_tails_wake_in_order_and_cou
                 assert (await client.post("/topics/t/events", content=b"token %d" % i)).json() == {"ids": [i]}
                 received.append(await read_chunk(reader))
             assert fast.events_sent == 30 and fast.direct_bytes == len(b"".join(received[1:])), "written by the wake"
+            # A batch of more than a chunk's `page_bytes`: written in as many chunks, in the same wake, not the
+            # rest at the next heartbeat tick.
+            batch = [{"event": "message", "data": "y" * 1000} for _ in range(20)]
+            assert (await client.post("/topics/t/events", json=batch)).json() == {"ids": list(range(31, 51))}
+            async with asyncio.timeout(2):  # well within a tick (a quarter of the 15 s heartbeat)
+                while fast.events_sent < 50 or b"id: 50\n" not in b"".join(received):
+                    received.append(await read_chunk(reader))
+            assert fast.direct_bytes == len(b"".join(received[1:]))
 
             # The reader stops reading: its socket fills, and the stream's task takes over, waiting for the socket.
-            published = 30
+            published = 50
             while not fast.writing:
                 published += 1
                 assert published < 1000, "the socket never filled"

@@ -212,6 +212,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         "_running",
         "_shortcut",
         "_timer",
+        "_trusted",
         "_writes",
     )
 
@@ -223,6 +224,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._disconnect["writer"] = self._body_writer
         #: The cycle whose task was started last: the one a writer asked for in a request's task belongs to.
         self._running: RequestResponseCycle | None = None
+        #: Whether ProxyHeadersMiddleware reads this connection's X-Forwarded headers (None: not asked yet).
+        self._trusted: bool | None = None
         self._timer: asyncio.TimerHandle | None = None
         #: Between the first byte of a request and the end of its headers.
         self._in_head = False
@@ -373,7 +376,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         shortcut = self._shortcut
         if shortcut is not None and app is self.app:  # not uvicorn's 503 of --limit-concurrency
             scope: Any = cycle.scope  # uvicorn's typed dicts, which Starlette's types do not name
-            trusted = not isinstance(app, ProxyHeadersMiddleware) or self._trusts_forwarding(app)
+            trusted = self._trusted
+            if trusted is None:
+                client = self.client[0] if self.client else None
+                trusted = self._trusted = not isinstance(app, ProxyHeadersMiddleware) or client in app.trusted_hosts
             answer = None if trusted and _forwarded(scope["headers"]) else shortcut(scope, cycle.receive)  # type: ignore[arg-type]
             if answer is not None:
                 task = self.loop.create_task(self._answer(cycle, answer))
@@ -381,10 +387,6 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 self.tasks.add(task)
                 return
         super()._start_asgi_task(cycle, app)
-
-    def _trusts_forwarding(self, app: ProxyHeadersMiddleware) -> bool:
-        """Whether ProxyHeadersMiddleware would read this connection's X-Forwarded headers."""
-        return (self.client[0] if self.client else None) in app.trusted_hosts
 
     async def _answer(self, cycle: RequestResponseCycle, answer: Awaitable[Answer]) -> None:
         """Run a shortcut's answer and write it as uvicorn's cycle writes the same answer given to `send`."""

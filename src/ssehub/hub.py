@@ -564,21 +564,22 @@ class Subscription:
             return False
         if self.until is not None and time.time() >= self.until:
             return False
-        got = tail.after(self.cursor, self.hub.config.page_bytes)
-        if got is None or not got[0]:
-            return False
-        chunk, cursor = got
-        try:
-            if not direct(chunk):
+        page_bytes, wrote = self.hub.config.page_bytes, False
+        # A chunk is at most `page_bytes`: what is left after one is written too, while the socket takes it.
+        while (got := tail.after(self.cursor, page_bytes)) is not None and got[0]:
+            chunk, cursor = got
+            try:
+                if not direct(chunk):
+                    return False
+            except Exception:  # it runs in the tail's callback, among other subscribers: never stop that
+                log.exception("writing the stream of %r failed", tail.name)
                 return False
-        except Exception:  # it runs in the tail's callback, among other subscribers: never stop that
-            log.exception("writing the stream of %r failed", tail.name)
-            return False
-        self.events_sent += cursor - self.cursor
-        self.cursor = cursor
-        self.direct_bytes += len(chunk)
-        self.sent_at = asyncio.get_running_loop().time()
-        return True
+            self.events_sent += cursor - self.cursor
+            self.cursor = cursor
+            self.direct_bytes += len(chunk)
+            self.sent_at = asyncio.get_running_loop().time()
+            wrote = True
+        return wrote
 
     def expired(self) -> bytes:
         """The frame that ends a stream whose credentials expired: `event: auth_expired` with a `retry:` hint.

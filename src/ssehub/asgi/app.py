@@ -72,9 +72,12 @@ def _route_path(scope: Scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def _is_topic_events(path: str) -> bool:
-    """Whether `path` is `/topics/{topic}/events`, with two string tests (the topic is checked later)."""
-    return path.startswith(_PREFIX) and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX)
+def _events_topic(scope: Scope) -> str | None:
+    """The topic of a request for `/topics/{topic}/events`, with two string tests (the topic is checked later)."""
+    path = _route_path(scope)
+    if path.startswith(_PREFIX) and path.endswith(_SUFFIX) and len(path) > len(_PREFIX) + len(_SUFFIX):
+        return path[len(_PREFIX) : -len(_SUFFIX)]
+    return None
 
 
 class HubApp:
@@ -101,12 +104,11 @@ class HubApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             method = scope["method"]
-            path = _route_path(scope)
+            topic = _events_topic(scope)
             # Publishing (a request per token) and subscribing (a task per reader, for as long as it reads): screened
             # like every request, then handled here, their access lines written without wrapping `send`. A refusal
             # takes the common path below, which answers it.
-            if _is_topic_events(path) and method in _HOT and self.access.screen(scope) is None:
-                topic = path[len(_PREFIX) : -len(_SUFFIX)]
+            if topic is not None and method in _HOT and self.access.screen(scope) is None:
                 if method == "POST":
                     status, headers, body = await self._publish(scope, receive, topic)
                     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -124,10 +126,10 @@ class HubApp:
         `ssehub.connections.Shortcut`); None for any other request, or one the screen refuses."""
         if scope["method"] != "POST":
             return None
-        path = _route_path(scope)
-        if not _is_topic_events(path) or self.access.screen(scope) is not None:
+        topic = _events_topic(scope)
+        if topic is None or self.access.screen(scope) is not None:
             return None
-        return self._publish(scope, receive, path[len(_PREFIX) : -len(_SUFFIX)])
+        return self._publish(scope, receive, topic)
 
     async def _publish(self, scope: Scope, receive: Receive, topic: str) -> Answer:
         """The whole answer of a publish (every kind of body is answered whole, a stream's once it has ended)."""
