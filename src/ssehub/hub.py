@@ -472,6 +472,23 @@ class Subscription:
     the new frames to it (`take`) rather than wake the task, and `direct_bytes` counts what it wrote.
     """
 
+    # Slots: every idle subscriber holds one.
+    __slots__ = (
+        "after",
+        "cursor",
+        "direct",
+        "direct_bytes",
+        "ended",
+        "events_sent",
+        "generation",
+        "hub",
+        "sent_at",
+        "tail",
+        "task",
+        "until",
+        "writing",
+    )
+
     def __init__(self, hub: Hub, tail: Tail, cursor: int) -> None:
         self.hub = hub
         self.tail = tail
