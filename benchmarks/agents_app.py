@@ -3,9 +3,10 @@
     .venv/bin/python -m benchmarks.agents_app --port 8100 --store sqlite:///bench.db [--workers 2]
 
 It builds its app exactly as `ssehub serve` does (`ssehub.server.build_app`, the same uvicorn
-settings) and registers the agent `tokens`. A run of it waits until its gate topic gets an event,
-so that its readers are connected before the first token, then emits its tokens with `run.text`
-as fast as the hub stores them: the agent runs inside the server process, no HTTP per token.
+settings and connection protocol) and registers the agent `tokens`. A run of it waits until its
+gate topic gets an event, so that its readers are connected before the first token, then emits its
+tokens with `run.text` as fast as the hub stores them: the agent runs inside the server process, no
+HTTP per token.
 
 A run's body (sent by the Go load generator, `ssebench -agent`): `{"k", "topics", "events",
 "size", "gate"}`. Run k emits the events i with i % topics == k, in order, each one's content
@@ -26,6 +27,7 @@ from ssehub import Hub, Run
 from ssehub.asgi import HubApp
 from ssehub.exceptions import InvalidInput
 from ssehub.options import resolve
+from ssehub.server import OPTIONS_ENV as SERVE_OPTIONS_ENV
 from ssehub.server import ServeOptions, build_app
 
 __all__ = ["AGENT", "create_app", "register"]
@@ -88,9 +90,10 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite:///ssehub-bench.db")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    os.environ[OPTIONS_ENV] = json.dumps(
-        {"store": args.store, "workers": str(args.workers), "log-level": "warning", "access-log": "false"}
-    )
+    given = {"store": args.store, "workers": str(args.workers), "log-level": "warning", "access-log": "false"}
+    os.environ[OPTIONS_ENV] = json.dumps(given)
+    # The protocol of `ssehub serve`, under the same limits, and with its publish shortcut and stream writes.
+    os.environ[SERVE_OPTIONS_ENV] = json.dumps(dict(resolve(given, environ={})))
     # The settings of `ssehub serve` (ssehub.server), so the two are measured alike.
     uvicorn.run(
         f"{__package__ or 'benchmarks'}.agents_app:create_app",
@@ -99,7 +102,8 @@ def main() -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http="ssehub.server:worker_protocol",
+        ws="none",
         lifespan="on",
         log_level="warning",
         access_log=False,
