@@ -51,15 +51,13 @@ async def log_access(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -
     try:
         await app(scope, receive, counting_send)
     finally:
-        stream = scope.get(STREAM_KEY)
-        if isinstance(stream, Subscription):
-            sent += stream.direct_bytes  # written from the tail's wake, not through `send`
         log_request(scope, status, sent, started)
 
 
 def log_request(scope: Scope, status: int, sent: int, started: float) -> None:
     """Write the access line of a request that answered `status` with `sent` body bytes, begun at `started`
-    (`time.perf_counter()`); for the app's own handlers, which know both without wrapping `send`."""
+    (`time.perf_counter()`); for the app's own handlers, which know both without wrapping `send`. A stream's
+    bytes written from the tail's wake, not through `send` (`Subscription.direct_bytes`), are added here."""
     if not log.isEnabledFor(logging.INFO):
         return
     fields: dict[str, Any] = {
@@ -77,6 +75,7 @@ def log_request(scope: Scope, status: int, sent: int, started: float) -> None:
         fields["subject"] = subject
     stream = scope.get(STREAM_KEY)
     if isinstance(stream, Subscription):
+        fields["bytes"] += stream.direct_bytes
         fields.update(topic=stream.tail.name, after=stream.after, events=stream.events_sent)
         fields["ended"] = stream.ended or "client"
     log_mapping(log, "access", fields)

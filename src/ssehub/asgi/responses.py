@@ -39,7 +39,16 @@ from starlette.types import Receive, Scope, Send
 
 from .. import sse
 
-__all__ = ["DISCONNECT", "Answer", "SSE_HEADERS", "EventSourceResponse", "EventStream", "Handler", "error_response"]
+__all__ = [
+    "DISCONNECT",
+    "Answer",
+    "SSE_HEADERS",
+    "EventSourceResponse",
+    "EventStream",
+    "Handler",
+    "error_response",
+    "server_extension",
+]
 
 log = logging.getLogger("ssehub.asgi")
 
@@ -61,6 +70,14 @@ _END = object()  # the producer's last word to the writer
 #: response's body at once, outside any task (as `send` would write them), and returns False, writing nothing,
 #: when the socket cannot take them now (its buffer is full, or the client has gone): then `send` must.
 DISCONNECT = "ssehub.disconnect"
+
+
+def server_extension(scope: Scope) -> dict[object, object] | None:
+    """The DISCONNECT extension of the request's connection, under a server that provides it (else None)."""
+    extensions = scope.get("extensions")
+    server: dict[object, object] | None = extensions.get(DISCONNECT) if extensions else None
+    return server
+
 
 #: An answer given whole, as `ssehub.connections.Shortcut` takes it: its status, its headers (Content-Length
 #: among them) and its body.
@@ -143,8 +160,7 @@ class EventSourceResponse(Response):
         # DISCONNECT); under any other server a plain asyncio watcher waits for `http.disconnect` and does.
         writer = asyncio.current_task()
         assert writer is not None
-        extensions = scope.get("extensions")
-        server = extensions.get(DISCONNECT) if extensions else None
+        server = server_extension(scope)
         watcher: asyncio.Future[None] | None = None
         if server is not None:
             server["task"] = writer

@@ -29,7 +29,7 @@ from ..hub import Gap, Hub, Subscription
 from ..runs import RUN_PREFIX
 from .access import STREAM_KEY
 from .errors import response_for
-from .responses import DISCONNECT, EventSourceResponse
+from .responses import EventSourceResponse, server_extension
 
 __all__ = ["AG_UI_META", "Reading", "SubscriptionResponse", "reading_for"]
 
@@ -116,7 +116,8 @@ class SubscriptionResponse(Response):
         self.until = until
         self.status_code = 200
         self.background = None
-        #: What it answered, once it has (0: nothing yet), and the body bytes it wrote: for the access log.
+        #: What it answered, once it has (0: nothing yet), and the body bytes it wrote through `send`: for the
+        #: access log (which adds a stream's bytes written from the tail's wake).
         self.answered = 0
         self.sent = 0
 
@@ -140,8 +141,7 @@ class SubscriptionResponse(Response):
                     self.answered = 200
                     # Under `ssehub serve`, new events are written from the tail's wake (`Subscription.take`);
                     # `chunks()` only offers them there once the stream has begun.
-                    extensions = scope.get("extensions")
-                    server = extensions.get(DISCONNECT) if extensions else None
+                    server = server_extension(scope)
                     writer = server.get("writer") if server else None
                     if callable(writer):
                         sub.direct = writer()
@@ -177,7 +177,7 @@ class SubscriptionResponse(Response):
             await self._answer(response_for(exc, scope["method"], scope["path"]), scope, receive, send)
         finally:
             if stream is not None:
-                self.sent = stream.sent + (sub.direct_bytes if sub is not None else 0)
+                self.sent = stream.sent
 
     async def _answer(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         self.answered, self.sent = response.status_code, len(response.body)
