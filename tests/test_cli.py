@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from support import ServerProcess, free_port
 
@@ -167,7 +168,8 @@ def _run_in_background(url: str, *args: str) -> tuple[subprocess.Popen[str], str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # On a hang, SIGABRT makes it print where each of its threads is (see `_exited`).
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
     )
     assert proc.stderr is not None and proc.stdout is not None
     run_id = proc.stderr.readline().split()[1]
@@ -175,11 +177,21 @@ def _run_in_background(url: str, *args: str) -> tuple[subprocess.Popen[str], str
     return proc, run_id
 
 
+def _exited(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Its output once it has exited; one that hangs fails the test with its threads' stacks."""
+    try:
+        return proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"{proc.args} did not exit; its threads:\n{err}")
+
+
 def test_ctrl_c_detaches_or_cancels_and_a_cancel_elsewhere_exits_4(server: Start) -> None:
     srv = server("--store", "memory://", "--demo", env={"SSEHUB_DEMO_DELAY": "0.05"})
     detached, run_id = _run_in_background(srv.url)
     detached.send_signal(signal.SIGINT)
-    out, err = detached.communicate(timeout=30)
+    out, err = _exited(detached)
     assert detached.returncode == 130
     after = re.search(r"--after (\d+),", err)
     assert after and err == (
@@ -191,12 +203,12 @@ def test_ctrl_c_detaches_or_cancels_and_a_cancel_elsewhere_exits_4(server: Start
 
     cancelling, run_id = _run_in_background(srv.url, "--cancel-on-exit")
     cancelling.send_signal(signal.SIGINT)
-    _, err = cancelling.communicate(timeout=30)
+    _, err = _exited(cancelling)
     assert cancelling.returncode == 130 and err.strip().endswith(f"run {run_id}: cancelled (cancelled)"), err
     assert httpx.get(f"{srv.url}/runs/{run_id}").json()["status"] == "cancelled"
 
     elsewhere, run_id = _run_in_background(srv.url, "--format", "json")
     httpx.post(f"{srv.url}/runs/{run_id}/cancel").raise_for_status()
-    out, _ = elsewhere.communicate(timeout=30)
+    out, _ = _exited(elsewhere)
     assert elsewhere.returncode == 4
     assert json.loads(out.splitlines()[-1])["event"] == "cancelled"

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -278,6 +281,26 @@ def test_sync_client(server: Start) -> None:
         client.delete_topic("sync/a")
         with pytest.raises(TopicNotFound):
             client.topic("sync/a")
+
+
+def test_ctrl_c_in_a_waiting_sync_subscribe_raises_at_once_and_the_client_goes_on(server: Start) -> None:
+    srv = server("--store", "memory://")
+    with Client(srv.url) as client:
+        client.publish("quiet", "log", 1)
+        events = client.subscribe("quiet", after=0)
+        assert next(events).id == 1
+        # Ctrl-C while it waits for the next event: a real SIGINT, to the main thread as a terminal's would go.
+        timer = threading.Timer(0.3, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+        timer.start()
+        began = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            next(events)
+        assert time.monotonic() - began < 5
+        events.close()
+        # The interrupted stream is finished, and the client's loop serves what comes next.
+        assert client.publish("quiet", "log", 2) == 2
+        client.close_topic("quiet")
+        assert [e.id for e in client.subscribe("quiet", after=1)] == [2]
 
 
 async def test_leaving_a_subscription_early_closes_the_client_generators_under_it(server: Start) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import json
 import os
@@ -684,6 +685,21 @@ async def _next(events: AsyncIterator[T]) -> T:
     return await anext(events)
 
 
+#: How long `Client` waits for a coroutine it cancelled, or for its connections to close, before going on.
+_CLEANUP_SECONDS = 5.0
+
+
+def _settle(outcome: concurrent.futures.Future[T], task: asyncio.Task[T]) -> None:
+    """Hand a finished task's outcome to the thread waiting for it."""
+    if task.cancelled():
+        outcome.cancel()
+        outcome.set_running_or_notify_cancel()  # what wakes `concurrent.futures.wait` on a cancelled future
+    elif (exc := task.exception()) is not None:
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(task.result())
+
+
 class Client:
     """The synchronous twin of `AsyncClient`, for scripts, notebooks and the CLI.
 
@@ -719,10 +735,13 @@ class Client:
             return
         self._closed = True
         try:
-            self._call(self._async.aclose())
+            # Bounded, as after Ctrl-C: a connection stuck in its cleanup must not keep the caller waiting.
+            with contextlib.suppress(TimeoutError):
+                self._call(self._async.aclose(), timeout=_CLEANUP_SECONDS)
             # What a caller left unfinished (an iterator not run to its end) is closed on the loop
             # while it still runs; a generator closed after the loop has stopped never finishes.
-            self._call(self._loop.shutdown_asyncgens())
+            with contextlib.suppress(TimeoutError):
+                self._call(self._loop.shutdown_asyncgens(), timeout=_CLEANUP_SECONDS)
         finally:
             self._stop_loop()
 
@@ -731,15 +750,34 @@ class Client:
         self._thread.join()
         self._loop.close()
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the client's loop and wait for its outcome.
+
+        Interrupted (Ctrl-C) or out of time, the coroutine is cancelled and waited for, its cleanup
+        included, before the exception goes on: nothing keeps running on the loop behind the
+        caller's back, and what the caller does next (close the generator the coroutine was
+        advancing) does not find it still running. `asyncio.run_coroutine_threadsafe` cannot
+        promise that, as its future counts as done the moment it is cancelled. The wait is
+        bounded, so Ctrl-C always hands control back.
+        """
+        outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+        started: list[asyncio.Task[T]] = []
+
+        def start() -> None:
+            task = self._loop.create_task(coro)
+            task.add_done_callback(functools.partial(_settle, outcome))
+            started.append(task)
+
+        def cancel() -> None:
+            for task in started:  # the loop runs callbacks in order: `start` has run by now
+                task.cancel()
+
         try:
-            return future.result()
+            self._loop.call_soon_threadsafe(start)
+            return outcome.result(timeout)
         except BaseException:
-            # Interrupted (Ctrl-C) or failed: make sure the coroutine is finished before going on,
-            # so that nothing keeps running on the loop behind the caller's back.
-            future.cancel()
-            concurrent.futures.wait([future], timeout=10)
+            self._loop.call_soon_threadsafe(cancel)
+            concurrent.futures.wait([outcome], timeout=_CLEANUP_SECONDS)
             raise
 
     def publish(
@@ -797,4 +835,6 @@ class Client:
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None and not self._loop.is_closed():
-                self._call(aclose())
+                # Bounded: a stream stuck in its cleanup must not keep Ctrl-C from returning.
+                with contextlib.suppress(TimeoutError):
+                    self._call(aclose(), timeout=_CLEANUP_SECONDS)
