@@ -142,8 +142,11 @@ async def test_the_subject_hook_of_access_control(caplog: pytest.LogCaptureFixtu
 
 def test_field_rendering() -> None:
     fields = {"a": 1, "b": "x y", "c": None, "d": 0.123456, "e": "", "f": [1], "g": True, "h": float("inf"), "i": "/p"}
+    fields |= {"j": 0.000123456, "k": 0.0, "l": 2.5e-7, "m": -0.0004}
     for _ in range(2):  # the second time, the strings as written before
-        assert plain_fields(fields) == 'a=1 b="x y" d=0.123 e="" f=[1] g=true h=Infinity i=/p'
+        assert plain_fields(fields) == (
+            'a=1 b="x y" d=0.123 e="" f=[1] g=true h=Infinity i=/p j=0.000123 k=0.0 l=2.5e-07 m=-0.0004'
+        )
     logger = logging.getLogger("ssehub.test-fields")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()

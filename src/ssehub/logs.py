@@ -45,10 +45,11 @@ _NEEDS_QUOTES = re.compile(r'[ "=\n\\]')
 
 
 def _plain_value(value: Any) -> str:
-    if isinstance(value, float):
-        value = round(value, 3)
-        if math.isfinite(value):
-            return repr(value)
+    if isinstance(value, float) and math.isfinite(value):
+        # Three decimals, but a value above nothing is never written as 0.0: a request that took 123 µs
+        # reads seconds=0.000123, three significant digits.
+        rounded = round(value, 3)
+        return repr(rounded) if rounded or not value else f"{value:.3g}"
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if text == "" or _NEEDS_QUOTES.search(text) is not None:
         return json.dumps(text, ensure_ascii=False)
