@@ -209,6 +209,24 @@ async def test_workers_share_one_port_and_drain_on_sigterm(server: Start, store:
         assert [b"".join(chunks).count(b"retry: ") for chunks in received] == [2, 2, 2, 2]
 
 
+async def test_a_worker_writes_one_access_line_per_request_the_hubs(server: Start, store: str) -> None:
+    # uvicorn's own access lines stay off in the worker processes too: a worker sets up logging after
+    # uvicorn has, and a second line per request there also turned off the connection's publish shortcut.
+    node = server("--store", store, "--workers", "2")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for i in range(6):
+            await publish(client, node.url, "access-lines", i)
+            # The body of a plain-text publish as well: the connection's shortcut answers it.
+            r = await client.post(
+                f"{node.url}/topics/access-lines/events", content=b"tok", headers={"content-type": "text/plain"}
+            )
+            assert r.status_code == 200, r.text
+    lines = "method=POST path=/topics/access-lines/events status=200"
+    await eventually(lambda: node.output().count(lines) == 12, 5)
+    assert "uvicorn.access" not in node.output()
+    assert '"POST /topics/access-lines/events HTTP/1.1"' not in node.output()
+
+
 @pytest.mark.parametrize("store", ["memory://", "sqlite:///hub.db"])
 def test_workers_refused_with_a_store_of_one_process(store: str, tmp_path: object) -> None:
     result = subprocess.run(

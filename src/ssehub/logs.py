@@ -280,7 +280,14 @@ def configure(level: str = "info", fmt: str = "plain") -> None:
     logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     root.setLevel(level.upper())
     # uvicorn's own loggers then write through this handler too (uvicorn is given no logging config).
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         uv = logging.getLogger(name)
         uv.handlers.clear()
         uv.propagate = True
+    # Except its access lines: the hub writes its own (`ssehub.access`, `--no-access-log`). A worker process of
+    # `--workers N` calls this after uvicorn has silenced them, and uvicorn's protocol takes a logger with
+    # somewhere to write as its access log on, which writes a second line per request and turns off the
+    # connection's publish shortcut (`ssehub.connections`).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False
